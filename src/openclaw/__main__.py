@@ -1,0 +1,3 @@
+from openclaw.cli.main import main
+
+main()

@@ -1,0 +1,193 @@
+"""The configuration schema (``openclaw.json``), as pydantic models.
+
+Keys are camelCase on disk, as in the reference gateway; unknown keys are errors so that a typo
+never silently falls back to a default.  Defaults are named constants in ``defaults``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from openclaw.config import defaults as d
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class RateLimitConfig(_Model):
+    """Failed-auth limiting per client address."""
+
+    max_attempts: PositiveInt = d.AUTH_MAX_ATTEMPTS
+    window_ms: PositiveInt = d.AUTH_WINDOW_MS
+    lockout_ms: NonNegInt = d.AUTH_LOCKOUT_MS
+    exempt_loopback: bool = True
+
+
+class AuthConfig(_Model):
+    mode: Literal["token", "password"] = "token"
+    token: str | None = None
+    password: str | None = None
+    rate_limit: RateLimitConfig = RateLimitConfig()
+
+
+class ImagesConfig(_Model):
+    allow_url: bool = False
+    url_allowlist: list[str] = []
+    allowed_mimes: list[str] = list(d.IMAGE_MIMES)
+    max_bytes: PositiveInt = d.IMAGE_MAX_BYTES
+    max_redirects: NonNegInt = d.IMAGE_MAX_REDIRECTS
+    timeout_ms: PositiveInt = d.IMAGE_TIMEOUT_MS
+
+
+class ChatCompletionsConfig(_Model):
+    enabled: bool = False
+    max_body_bytes: PositiveInt = d.MAX_BODY_BYTES
+    max_image_parts: NonNegInt = d.MAX_IMAGE_PARTS
+    max_total_image_bytes: PositiveInt = d.MAX_TOTAL_IMAGE_BYTES
+    images: ImagesConfig = ImagesConfig()
+
+
+class EndpointsConfig(_Model):
+    chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
+
+
+class HttpConfig(_Model):
+    endpoints: EndpointsConfig = EndpointsConfig()
+    body_timeout_ms: PositiveInt = d.BODY_TIMEOUT_MS
+    sse_keepalive_ms: PositiveInt = d.SSE_KEEPALIVE_MS
+
+
+class GatewayConfig(_Model):
+    port: Annotated[int, Field(ge=0, le=65535)] = d.GATEWAY_PORT
+    bind: str = "loopback"
+    auth: AuthConfig = AuthConfig()
+    http: HttpConfig = HttpConfig()
+    shutdown_timeout_ms: PositiveInt = d.SHUTDOWN_TIMEOUT_MS
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        if value in ("loopback", "lan"):
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError('expected "loopback", "lan" or an IP address') from None
+        return value
+
+
+class ModelRef(_Model):
+    """``{primary, fallbacks}``; a plain string in the file means ``primary``."""
+
+    primary: str
+    fallbacks: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"primary": value}
+        return value
+
+    @field_validator("primary", "fallbacks")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        for ref in [value] if isinstance(value, str) else value:
+            provider, _, model = ref.partition("/")
+            if not provider or not model:
+                raise ValueError(f'expected "<provider>/<model>", got "{ref}"')
+        return value
+
+
+class AgentDefaults(_Model):
+    model: ModelRef | None = None
+    workspace: str | None = None
+    timeout_seconds: PositiveInt = d.AGENT_TIMEOUT_SECONDS
+    bootstrap_max_chars: PositiveInt = d.BOOTSTRAP_MAX_CHARS
+    max_history_messages: PositiveInt = d.MAX_HISTORY_MESSAGES
+    max_history_tokens: PositiveInt | None = None
+    system_prompt: str | None = None
+
+
+class AgentEntry(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    name: str | None = None
+    default: bool = False
+    model: ModelRef | None = None
+    workspace: str | None = None
+    system_prompt: str | None = None
+
+
+class AgentsConfig(_Model):
+    defaults: AgentDefaults = AgentDefaults()
+    entries: list[AgentEntry] = Field(default=[], alias="list")
+
+
+class ProviderModel(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    name: str | None = None
+    context_window: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    input: list[Literal["text", "image"]] = ["text"]
+
+
+class ProviderConfig(_Model):
+    api: Literal["openai-completions", "anthropic-messages", "local-gguf"]
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = d.PROVIDER_CONNECT_TIMEOUT_SECONDS
+    max_retries: NonNegInt = d.PROVIDER_MAX_RETRIES
+    models: list[ProviderModel] = []
+    # local-gguf only
+    model_path: str | None = None
+    context_size: PositiveInt = d.LOCAL_CONTEXT_SIZE
+    threads: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> ProviderConfig:
+        if self.api != "local-gguf" and not self.base_url:
+            raise ValueError(f'"baseUrl" is required for api "{self.api}"')
+        return self
+
+
+class ModelsConfig(_Model):
+    providers: dict[str, ProviderConfig] = {}
+
+
+class MaintenanceConfig(_Model):
+    """Retention of per-request (ephemeral) sessions."""
+
+    ephemeral_max_age_ms: PositiveInt = d.EPHEMERAL_MAX_AGE_MS
+    ephemeral_max_count: PositiveInt = d.EPHEMERAL_MAX_COUNT
+    interval_ms: PositiveInt = d.MAINTENANCE_INTERVAL_MS
+
+
+class SessionConfig(_Model):
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+
+
+class Config(_Model):
+    """The whole ``openclaw.json``."""
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    gateway: GatewayConfig = GatewayConfig()
+    agents: AgentsConfig = AgentsConfig()
+    models: ModelsConfig = ModelsConfig()
+    session: SessionConfig = SessionConfig()

@@ -1,0 +1,77 @@
+"""``create_app(config)``: builds the whole gateway as one ASGI app (HTTP and WebSocket)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from openclaw import paths
+from openclaw.config.schema import Config
+from openclaw.errors import OpenClawError
+from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
+from openclaw.gateway.http.health import health
+from openclaw.gateway.middleware import GatewayMiddleware
+from openclaw.gateway.state import GatewayState
+from openclaw.gateway.wire import handle_http_exception, handle_openclaw_error
+from openclaw.gateway.ws import base_methods, websocket_endpoint
+
+
+def bind_host(bind: str) -> str:
+    """The address to listen on for a ``gateway.bind`` value."""
+    if bind == "loopback":
+        return "127.0.0.1"
+    if bind == "lan":
+        return "0.0.0.0"
+    return bind
+
+
+def create_app(
+    config: Config,
+    *,
+    state_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Starlette:
+    """Build everything the gateway needs; nothing lives in module globals."""
+    state = paths.state_dir(state_dir)
+    secret = resolve_secret(
+        config.gateway.auth,
+        state_dir=state,
+        loopback_only=is_loopback_host(bind_host(config.gateway.bind)),
+        env=env,
+    )
+    gw = GatewayState(
+        config=config,
+        state_dir=state,
+        secret=secret,
+        auth=Authenticator(secret, config.gateway.auth.rate_limit),
+    )
+
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
+        WebSocketRoute("/", websocket_endpoint),
+        WebSocketRoute("/ws", websocket_endpoint),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(GatewayMiddleware)],
+        exception_handlers={
+            OpenClawError: handle_openclaw_error,
+            HTTPException: handle_http_exception,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    app.state.ws_methods = base_methods()
+    return app

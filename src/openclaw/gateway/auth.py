@@ -1,0 +1,192 @@
+"""Gateway auth: one bearer secret (token or password), compared in constant time, with failed
+attempts limited per client address.  Shared by every HTTP endpoint and the WebSocket."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openclaw.config.schema import AuthConfig, RateLimitConfig
+from openclaw.errors import AuthenticationError, ConfigError, RateLimitError
+
+ENV_VARS = {"token": "OPENCLAW_GATEWAY_TOKEN", "password": "OPENCLAW_GATEWAY_PASSWORD"}
+_PRUNE_AT = 10_000
+
+
+@dataclass(frozen=True)
+class ResolvedSecret:
+    """The secret in force and where it came from (``config``, ``env`` or ``generated``)."""
+
+    mode: str
+    secret: str
+    source: str
+    path: Path | None = None
+
+
+def secret_file(state_dir: Path, mode: str) -> Path:
+    return state_dir / "credentials" / f"gateway-{mode}"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_generated_secret(state_dir: Path, mode: str) -> str | None:
+    try:
+        value = secret_file(state_dir, mode).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+def _generate_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_hex(24)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process won the race; use its secret.
+        existing = path.read_text(encoding="utf-8").strip()
+        if existing:
+            return existing
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def resolve_secret(
+    auth: AuthConfig,
+    *,
+    state_dir: Path,
+    loopback_only: bool,
+    env: Mapping[str, str] | None = None,
+    generate: bool = True,
+) -> ResolvedSecret:
+    """Config value, else env var, else (loopback only) a generated secret kept in the state dir."""
+    env = os.environ if env is None else env
+    mode = auth.mode
+    configured = auth.token if mode == "token" else auth.password
+    if configured:
+        return ResolvedSecret(mode, configured, "config")
+    from_env = env.get(ENV_VARS[mode])
+    if from_env:
+        return ResolvedSecret(mode, from_env, "env")
+    path = secret_file(state_dir, mode)
+    if not loopback_only:
+        raise ConfigError(
+            f"gateway.auth.{mode}: no {mode} is set and the gateway is bound beyond loopback; "
+            f"set one with `openclaw config set gateway.auth.{mode} <secret>` or the "
+            f"{ENV_VARS[mode]} environment variable"
+        )
+    existing = read_generated_secret(state_dir, mode)
+    if existing:
+        return ResolvedSecret(mode, existing, "generated", path)
+    if not generate:
+        raise ConfigError(f"no {mode} generated yet; run `openclaw setup` or start the gateway")
+    return ResolvedSecret(mode, _generate_secret(path), "generated", path)
+
+
+@dataclass
+class _Failures:
+    times: deque[float] = field(default_factory=deque)
+    locked_until: float = 0.0
+
+
+class FailureLimiter:
+    """Counts failed attempts per client address; too many in the window locks the address out."""
+
+    def __init__(self, cfg: RateLimitConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = cfg.max_attempts
+        self._window = cfg.window_ms / 1000
+        self._lockout = cfg.lockout_ms / 1000
+        self._exempt_loopback = cfg.exempt_loopback
+        self._clock = clock
+        self._by_addr: dict[str, _Failures] = {}
+
+    def _exempt(self, addr: str | None) -> bool:
+        if addr is None:
+            return False
+        return self._exempt_loopback and (addr.startswith("127.") or addr == "::1")
+
+    def check(self, addr: str | None) -> None:
+        """Raise ``RateLimitError`` while ``addr`` is locked out."""
+        entry = self._by_addr.get(addr or "")
+        if entry is None or self._exempt(addr):
+            return
+        now = self._clock()
+        if entry.locked_until > now:
+            raise RateLimitError(
+                "Too many failed authentication attempts; try again later.",
+                retry_after=entry.locked_until - now,
+            )
+
+    def failure(self, addr: str | None) -> None:
+        if self._exempt(addr):
+            return
+        now = self._clock()
+        key = addr or ""
+        entry = self._by_addr.get(key)
+        if entry is None:
+            if len(self._by_addr) >= _PRUNE_AT:
+                self._prune(now)
+            entry = self._by_addr[key] = _Failures()
+        times = entry.times
+        times.append(now)
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        if len(times) >= self._max:
+            # A zero lockout still blocks until the oldest failure leaves the window.
+            entry.locked_until = now + max(self._lockout, self._window - (now - times[0]))
+            times.clear()
+
+    def success(self, addr: str | None) -> None:
+        if self._by_addr:
+            self._by_addr.pop(addr or "", None)
+
+    def _prune(self, now: float) -> None:
+        stale = [
+            k
+            for k, e in self._by_addr.items()
+            if e.locked_until <= now and (not e.times or e.times[-1] <= now - self._window)
+        ]
+        for k in stale:
+            del self._by_addr[k]
+
+
+class Authenticator:
+    """Checks ``Authorization: Bearer <secret>`` (or a secret given directly, for the WebSocket)."""
+
+    def __init__(self, resolved: ResolvedSecret, rate_limit: RateLimitConfig) -> None:
+        self.mode = resolved.mode
+        self._expected = resolved.secret.encode()
+        self.limiter = FailureLimiter(rate_limit)
+
+    def check_secret(self, presented: str | None, addr: str | None) -> None:
+        """Raise ``RateLimitError`` or ``AuthenticationError``; return quietly on success."""
+        self.limiter.check(addr)
+        if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
+            self.limiter.success(addr)
+            return
+        self.limiter.failure(addr)
+        raise AuthenticationError()
+
+    def check_header(self, authorization: str | None, addr: str | None) -> None:
+        presented = None
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                presented = value.strip()
+        self.check_secret(presented, addr)

@@ -1,0 +1,78 @@
+"""Outermost ASGI middleware: request id, security headers, one log line per request, and a
+JSON 500 (never a traceback) for anything unexpected."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openclaw.gateway.wire import as_wire_error, error_response
+from openclaw.logs import get_logger, request_id_var
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+access_log = get_logger("access")
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id()
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = 0
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.setdefault("headers", [])
+                if isinstance(headers, list):
+                    headers.extend(SECURITY_HEADERS)
+                    headers.append(rid_header)
+                else:
+                    message["headers"] = [*headers, *SECURITY_HEADERS, rid_header]
+            elif message["type"] == "websocket.accept":
+                status = 101
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            status = status or 499
+        except Exception as exc:
+            if kind == "http" and not status:
+                await error_response(as_wire_error(exc))(scope, receive, send_wrapper)
+            else:
+                as_wire_error(exc)
+                status = status or 500
+        finally:
+            request_id_var.reset(token)
+            if access_log.isEnabledFor(20):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": scope.get("method", "WS"),
+                        "path": scope.get("path", ""),
+                        "status": status or 499,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                        "request_id": rid,
+                    },
+                )

@@ -1,0 +1,87 @@
+"""Running the gateway: one uvicorn listener for HTTP and WebSocket, a clear start-up line, and
+uvicorn's shutdown recipe (stop accepting, let in-flight work finish within a bound, cancel the
+rest, then the lifespan closes stores)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from openclaw.config.schema import Config
+from openclaw.gateway.app import bind_host, create_app
+from openclaw.gateway.state import GatewayState
+from openclaw.logs import get_logger
+
+log = get_logger("gateway")
+
+
+def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
+    """uvicorn settings for the gateway (also used by tests that start it on an ephemeral port)."""
+    return uvicorn.Config(
+        app,
+        host=bind_host(config.gateway.bind),
+        port=config.gateway.port,
+        loop="none",
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # Client addresses come from the socket: a spoofable X-Forwarded-For must not steer the
+        # auth rate limiter.
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(1, -(-config.gateway.shutdown_timeout_ms // 1000)),
+        timeout_keep_alive=30,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
+
+
+def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
+    gw: GatewayState = app.state.gateway
+    addrs = []
+    for srv in server.servers:
+        for sock in srv.sockets:
+            host, port = sock.getsockname()[:2]
+            addrs.append(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+    endpoints = ["health", "ws"]
+    if gw.config.gateway.http.endpoints.chat_completions.enabled:
+        endpoints += ["chatCompletions", "models"]
+    hint = ""
+    if gw.secret.source == "generated":
+        hint = f" (generated; read it with `openclaw gateway token`, kept in {gw.secret.path})"
+    elif gw.secret.source == "env":
+        hint = " (from environment)"
+    return (
+        f"gateway listening on {', '.join(addrs)}; endpoints: {', '.join(endpoints)}; "
+        f"auth: {gw.secret.mode}{hint}"
+    )
+
+
+async def serve(config: Config, *, state_dir: Path | None = None) -> None:
+    """Start the gateway in the foreground until SIGINT/SIGTERM."""
+    app = create_app(config, state_dir=state_dir)
+    server = uvicorn.Server(uvicorn_config(app, config))
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers no event
+        await asyncio.sleep(0.01)
+    if server.started:
+        log.info(describe_listen(server, app))
+    await task
+    if not server.started:
+        raise SystemExit(1)
+    log.info("gateway stopped")
+
+
+def run(config: Config, *, state_dir: Path | None = None) -> None:
+    """Blocking entry point: uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(serve(config, state_dir=state_dir))
+    else:
+        uvloop.run(serve(config, state_dir=state_dir))

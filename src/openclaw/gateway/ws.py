@@ -1,0 +1,190 @@
+"""The gateway's WebSocket protocol, on the same port as HTTP.
+
+Frames are JSON text: requests ``{type:"req", id, method, params}``, responses
+``{type:"res", id, ok, payload|error}`` and events ``{type:"event", event, payload}``.  The first
+frame must be ``connect`` carrying ``{auth: {token|password}}`` (or the upgrade request carries
+``Authorization: Bearer``); a bad secret closes the socket with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from openclaw import __version__
+from openclaw.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    OpenClawError,
+    RateLimitError,
+)
+from openclaw.gateway.state import GatewayState, client_addr, gateway_of
+from openclaw.gateway.wire import as_wire_error, ws_error
+from openclaw.logs import get_logger
+
+log = get_logger("ws")
+
+PROTOCOL_VERSION = 1
+CONNECT_TIMEOUT_SECONDS = 10.0
+CLOSE_POLICY = 1008  # policy violation: bad or missing auth
+CLOSE_TRY_AGAIN = 1013  # rate-limited
+
+
+class Connection:
+    """One authenticated WebSocket client; methods send through it."""
+
+    def __init__(self, ws: WebSocket, gw: GatewayState) -> None:
+        self.ws = ws
+        self.gw = gw
+        self._send_lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        data = orjson.dumps(frame).decode()
+        async with self._send_lock:
+            await self.ws.send_text(data)
+
+    async def event(self, event: str, payload: Any) -> None:
+        await self.send({"type": "event", "event": event, "payload": payload})
+
+
+Method = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
+
+
+async def _health(conn: Connection, params: dict[str, Any]) -> Any:
+    return {"status": "ok", "version": __version__}
+
+
+def base_methods() -> dict[str, Method]:
+    """Methods every gateway has; the runtime adds its own (agent, sessions.*)."""
+    return {"health": _health}
+
+
+def _parse(text: str | None) -> dict[str, Any]:
+    try:
+        frame = orjson.loads(text or "")
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("Frame is not valid JSON.") from None
+    if (
+        not isinstance(frame, dict)
+        or frame.get("type") != "req"
+        or not isinstance(frame.get("method"), str)
+    ):
+        raise InvalidRequestError('Expected a frame {"type": "req", "id", "method", "params"}.')
+    params = frame.get("params")
+    if params is None:
+        frame["params"] = {}
+    elif not isinstance(params, dict):
+        raise InvalidRequestError("`params` must be an object.", param="params")
+    return frame
+
+
+def _presented_secret(ws: WebSocket, params: dict[str, Any]) -> str | None:
+    auth = params.get("auth")
+    if isinstance(auth, dict):
+        for key in ("token", "password"):
+            value = auth.get(key)
+            if isinstance(value, str):
+                return value
+    header = ws.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+async def _handshake(ws: WebSocket, gw: GatewayState) -> str | None:
+    """Wait for ``connect`` and check its secret; returns the request id, or None if closed."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            text = await ws.receive_text()
+    except TimeoutError:
+        await ws.close(CLOSE_POLICY, "connect frame not received in time")
+        return None
+    try:
+        frame = _parse(text)
+        if frame["method"] != "connect":
+            raise InvalidRequestError("The first frame must be a `connect` request.")
+        gw.auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws))
+    except OpenClawError as exc:
+        frame_id = None
+        with contextlib.suppress(Exception):
+            frame_id = orjson.loads(text).get("id")
+        reply = {"type": "res", "id": frame_id, "ok": False, "error": ws_error(exc)}
+        await ws.send_text(orjson.dumps(reply).decode())
+        if isinstance(exc, RateLimitError):
+            await ws.close(CLOSE_TRY_AGAIN, "too many failed authentication attempts")
+        elif isinstance(exc, AuthenticationError):
+            await ws.close(CLOSE_POLICY, "unauthorized: bad or missing gateway secret")
+        else:
+            await ws.close(CLOSE_POLICY, exc.message[:120])
+        return None
+    return str(frame.get("id"))
+
+
+async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[str, Any]) -> None:
+    frame_id = frame.get("id")
+    try:
+        method = methods.get(frame["method"])
+        if method is None:
+            raise NotFoundError(f"Unknown method `{frame['method']}`.", code="unknown_method")
+        payload = await method(conn, frame["params"])
+        reply: dict[str, Any] = {"type": "res", "id": frame_id, "ok": True, "payload": payload}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reply = {"type": "res", "id": frame_id, "ok": False, "error": ws_error(as_wire_error(exc))}
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await conn.send(reply)
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    """Accept, authenticate, then serve requests concurrently until the client leaves."""
+    gw = gateway_of(ws)
+    methods: dict[str, Method] = ws.app.state.ws_methods
+    await ws.accept()
+    conn = Connection(ws, gw)
+    try:
+        connect_id = await _handshake(ws, gw)
+        if connect_id is None:
+            return
+        await conn.send(
+            {
+                "type": "res",
+                "id": connect_id,
+                "ok": True,
+                "payload": {
+                    "type": "hello",
+                    "protocol": PROTOCOL_VERSION,
+                    "server": {"name": "openclaw", "version": __version__},
+                    "methods": sorted(methods),
+                },
+            }
+        )
+        while True:
+            text = await ws.receive_text()
+            try:
+                frame = _parse(text)
+            except OpenClawError as exc:
+                await conn.send({"type": "res", "id": None, "ok": False, "error": ws_error(exc)})
+                continue
+            task = asyncio.create_task(_dispatch(conn, methods, frame))
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        # The client is gone: cancel its runs so upstream calls close at once.
+        for task in list(conn.tasks):
+            task.cancel()
+        if conn.tasks:
+            await asyncio.gather(*conn.tasks, return_exceptions=True)
+        if ws.application_state == WebSocketState.CONNECTED and (
+            ws.client_state == WebSocketState.CONNECTED
+        ):
+            with contextlib.suppress(Exception):
+                await ws.close()

@@ -1,0 +1,1 @@
+"""Model backends: each turns a ``ModelRequest`` into a stream of ``ProviderEvent``s."""

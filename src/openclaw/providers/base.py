@@ -1,0 +1,115 @@
+"""What every model backend speaks: internal message and event types, and the Provider protocol.
+
+These are the internal types; OpenAI/Anthropic wire shapes exist only inside each adapter and in
+the HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["system", "user", "assistant", "tool"]
+StopReason = Literal["stop", "length", "tool_calls", "content_filter", "aborted", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image already fetched and checked: raw bytes and their MIME type."""
+
+    mime: str
+    data: bytes
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str | tuple[ContentPart, ...]
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The text of the message, image parts left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return not isinstance(self.content, str) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One call to a model: the provider's own model id, the full message list, sampling."""
+
+    model: str
+    messages: Sequence[ChatMessage]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    # True when the upstream reported none and the gateway counted (or estimated) itself.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    stop_reason: StopReason
+
+
+ProviderEvent = TextDelta | Usage | Finished
+
+
+class Provider(Protocol):
+    """A model backend.  ``stream`` is an async generator: iterate it for events; closing it
+    (``aclose`` or cancellation) closes the upstream call at once.  Errors are raised as the
+    ``openclaw.errors.Upstream*`` types, translated at the adapter by type or status code."""
+
+    name: str
+
+    def supports_images(self, model: str) -> bool: ...
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]: ...
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
+        """Usage for a reply when the upstream reported none (tokenizer, else an estimate)."""
+        ...
+
+    async def aclose(self) -> None: ...
