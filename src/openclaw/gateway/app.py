@@ -12,10 +12,12 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from openclaw import paths
+from openclaw.agents.registry import AgentRegistry
 from openclaw.config.schema import Config
 from openclaw.errors import OpenClawError
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
 from openclaw.gateway.http.health import health
+from openclaw.gateway.http.models import ModelsEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import handle_http_exception, handle_openclaw_error
@@ -50,6 +52,7 @@ def create_app(
         state_dir=state,
         secret=secret,
         auth=Authenticator(secret, config.gateway.auth.rate_limit),
+        agents=AgentRegistry(config, state),
     )
 
     routes: list[BaseRoute] = [
@@ -58,6 +61,12 @@ def create_app(
         WebSocketRoute("/", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
+    if config.gateway.http.endpoints.chat_completions.enabled:
+        models = ModelsEndpoint(gw.agents)
+        routes += [
+            Route("/v1/models", models.list, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

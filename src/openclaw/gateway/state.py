@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
+from openclaw.agents.registry import AgentRegistry
 from openclaw.config.schema import Config
 from openclaw.gateway.auth import Authenticator, ResolvedSecret
 
@@ -18,6 +19,7 @@ class GatewayState:
     state_dir: Path
     secret: ResolvedSecret
     auth: Authenticator
+    agents: AgentRegistry
     started_at: float = field(default_factory=time.time)
 
 

@@ -66,6 +66,15 @@ def base_methods() -> dict[str, Method]:
     return {"health": _health}
 
 
+def _frame_id(text: str | None) -> Any:
+    """The id of a frame, for replying to one that is otherwise malformed."""
+    try:
+        frame = orjson.loads(text or "")
+    except orjson.JSONDecodeError:
+        return None
+    return frame.get("id") if isinstance(frame, dict) else None
+
+
 def _parse(text: str | None) -> dict[str, Any]:
     try:
         frame = orjson.loads(text or "")
@@ -97,24 +106,21 @@ def _presented_secret(ws: WebSocket, params: dict[str, Any]) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-async def _handshake(ws: WebSocket, gw: GatewayState) -> str | None:
-    """Wait for ``connect`` and check its secret; returns the request id, or None if closed."""
+async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[bool, Any]:
+    """Wait for ``connect`` and check its secret; returns (accepted, the request's id)."""
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
             text = await ws.receive_text()
     except TimeoutError:
         await ws.close(CLOSE_POLICY, "connect frame not received in time")
-        return None
+        return False, None
     try:
         frame = _parse(text)
         if frame["method"] != "connect":
             raise InvalidRequestError("The first frame must be a `connect` request.")
         gw.auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws))
     except OpenClawError as exc:
-        frame_id = None
-        with contextlib.suppress(Exception):
-            frame_id = orjson.loads(text).get("id")
-        reply = {"type": "res", "id": frame_id, "ok": False, "error": ws_error(exc)}
+        reply = {"type": "res", "id": _frame_id(text), "ok": False, "error": ws_error(exc)}
         await ws.send_text(orjson.dumps(reply).decode())
         if isinstance(exc, RateLimitError):
             await ws.close(CLOSE_TRY_AGAIN, "too many failed authentication attempts")
@@ -122,8 +128,8 @@ async def _handshake(ws: WebSocket, gw: GatewayState) -> str | None:
             await ws.close(CLOSE_POLICY, "unauthorized: bad or missing gateway secret")
         else:
             await ws.close(CLOSE_POLICY, exc.message[:120])
-        return None
-    return str(frame.get("id"))
+        return False, None
+    return True, frame.get("id")
 
 
 async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[str, Any]) -> None:
@@ -149,8 +155,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     conn = Connection(ws, gw)
     try:
-        connect_id = await _handshake(ws, gw)
-        if connect_id is None:
+        accepted, connect_id = await _handshake(ws, gw)
+        if not accepted:
             return
         await conn.send(
             {
@@ -170,7 +176,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             try:
                 frame = _parse(text)
             except OpenClawError as exc:
-                await conn.send({"type": "res", "id": None, "ok": False, "error": ws_error(exc)})
+                error = ws_error(exc)
+                await conn.send({"type": "res", "id": _frame_id(text), "ok": False, "error": error})
                 continue
             task = asyncio.create_task(_dispatch(conn, methods, frame))
             conn.tasks.add(task)
