@@ -185,9 +185,9 @@ class UpstreamUnavailableError(UpstreamError):
 
 
 class UpstreamTimeoutError(UpstreamError):
+    # Not retried: a read timeout already cost the client the whole timeout once.
     status_code = 504
     default_code = "upstream_timeout"
-    retryable = True
 
 
 class InternalError(OpenClawError):

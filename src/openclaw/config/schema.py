@@ -122,6 +122,8 @@ class AgentDefaults(_Model):
     max_history_messages: PositiveInt = d.MAX_HISTORY_MESSAGES
     max_history_tokens: PositiveInt | None = None
     system_prompt: str | None = None
+    max_concurrent: PositiveInt = d.MAX_CONCURRENT_RUNS
+    max_queued: NonNegInt = d.MAX_QUEUED_RUNS
 
 
 class AgentEntry(_Model):

@@ -12,16 +12,17 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from openclaw import paths
-from openclaw.agents.registry import AgentRegistry
 from openclaw.config.schema import Config
 from openclaw.errors import OpenClawError
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
+from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.health import health
 from openclaw.gateway.http.models import ModelsEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import handle_http_exception, handle_openclaw_error
 from openclaw.gateway.ws import base_methods, websocket_endpoint
+from openclaw.runtime import Runtime
 
 
 def bind_host(bind: str) -> str:
@@ -52,7 +53,7 @@ def create_app(
         state_dir=state,
         secret=secret,
         auth=Authenticator(secret, config.gateway.auth.rate_limit),
-        agents=AgentRegistry(config, state),
+        runtime=Runtime(config, state),
     )
 
     routes: list[BaseRoute] = [
@@ -62,15 +63,22 @@ def create_app(
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     if config.gateway.http.endpoints.chat_completions.enabled:
-        models = ModelsEndpoint(gw.agents)
+        models = ModelsEndpoint(gw.runtime.agents)
         routes += [
+            Route("/v1/chat/completions", ChatCompletionsEndpoint(gw), methods=["POST"]),
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
         ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        await gw.runtime.start()
+        try:
+            yield
+        finally:
+            # uvicorn has already stopped accepting and finished or cancelled in-flight
+            # requests; now pending transcript writes finish and stores close.
+            await gw.runtime.close()
 
     app = Starlette(
         routes=routes,

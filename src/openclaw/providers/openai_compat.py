@@ -1,0 +1,183 @@
+"""``openai-completions``: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from openclaw.config.schema import ProviderConfig
+from openclaw.errors import UpstreamError
+from openclaw.providers.base import (
+    ChatMessage,
+    Finished,
+    ImagePart,
+    ModelRequest,
+    ProviderEvent,
+    StopReason,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+from openclaw.providers.http import (
+    HttpProviderBase,
+    raise_for_response,
+    sse_data,
+    translate_client_error,
+)
+from openclaw.providers.tokens import estimate_usage
+
+_FINISH: dict[str, StopReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def wire_message(msg: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": msg.role}
+    if isinstance(msg.content, str):
+        out["content"] = msg.content
+    else:
+        parts: list[dict[str, Any]] = []
+        for part in msg.content:
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                url = f"data:{part.mime};base64,{base64.b64encode(part.data).decode()}"
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+        out["content"] = parts
+    if msg.name:
+        out["name"] = msg.name
+    if msg.tool_call_id:
+        out["tool_call_id"] = msg.tool_call_id
+    return out
+
+
+def request_body(req: ModelRequest, *, stream: bool) -> bytes:
+    body: dict[str, Any] = {
+        "model": req.model,
+        "messages": [wire_message(m) for m in req.messages],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    s = req.sampling
+    # Generic OpenAI-compatible servers (llama.cpp's among them) honour only `max_tokens`.
+    for key, value in (
+        ("temperature", s.temperature),
+        ("top_p", s.top_p),
+        ("max_tokens", s.max_tokens),
+        ("seed", s.seed),
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+        ("response_format", s.response_format),
+    ):
+        if value is not None:
+            body[key] = value
+    if s.stop:
+        body["stop"] = list(s.stop)
+    return orjson.dumps(body)
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    prompt = data.get("prompt_tokens")
+    completion = data.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion)
+
+
+class OpenAICompatProvider(HttpProviderBase):
+    """Streams from ``<baseUrl>/chat/completions``; a non-streaming call when the caller needs no
+    deltas (one JSON document is cheaper than parsing an event stream)."""
+
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        super().__init__(name, cfg)
+        assert cfg.base_url is not None
+        self._url = cfg.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if cfg.api_key:
+            headers["Authorization"] = f"Bearer {cfg.api_key}"
+        headers.update(cfg.headers)
+        self._headers = headers
+
+    async def stream(
+        self, request: ModelRequest, *, deltas: bool = True
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        label = self._label(request.model)
+        try:
+            async with self.session.post(
+                self._url, data=request_body(request, stream=deltas), headers=self._headers
+            ) as resp:
+                await raise_for_response(resp, label)
+                if deltas:
+                    async for event in self._events(resp, label):
+                        yield event
+                else:
+                    for event in self._whole(await resp.read(), label):
+                        yield event
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translate_client_error(exc, label) from exc
+
+    def _whole(self, body: bytes, label: str) -> list[ProviderEvent]:
+        try:
+            data = orjson.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamError(f"{label}: malformed response from the upstream") from None
+        events: list[ProviderEvent] = []
+        if text:
+            events.append(TextDelta(text))
+        usage = _usage(data.get("usage"))
+        if usage is not None:
+            events.append(usage)
+        events.append(Finished(_FINISH.get(choice.get("finish_reason") or "stop", "stop")))
+        return events
+
+    async def _events(
+        self, resp: aiohttp.ClientResponse, label: str
+    ) -> AsyncIterator[ProviderEvent]:
+        finish: StopReason | None = None
+        async for _, data in sse_data(resp.content):
+            if data == b"[DONE]":
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{label}: malformed event from the upstream") from None
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk:
+                err = chunk["error"]
+                msg = err.get("message") if isinstance(err, dict) else str(err)
+                raise UpstreamError(f"{label}: {msg}")
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                if content:
+                    yield TextDelta(content)
+                reason = choice.get("finish_reason")
+                if reason:
+                    finish = _FINISH.get(reason, "stop")
+            usage = _usage(chunk.get("usage"))
+            if usage is not None:
+                yield usage
+        else:
+            # The body ended without [DONE]: a dropped stream, not a finished answer.
+            if finish is None:
+                raise UpstreamError(
+                    f"{label}: the upstream stream ended early", code="upstream_eof"
+                )
+        yield Finished(finish or "stop")
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
+        return estimate_usage(messages, text)

@@ -1,0 +1,81 @@
+"""The agent runtime one gateway (or one ``openclaw agent --local``) owns: agents, providers,
+the session store, the event bus, the runner, and the retention of ephemeral sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from openclaw.agents.events import EventBus
+from openclaw.agents.registry import AgentRegistry
+from openclaw.agents.runner import AgentRunner
+from openclaw.config.schema import Config
+from openclaw.logs import get_logger
+from openclaw.providers.registry import ProviderRegistry
+from openclaw.sessions.store import SqliteSessionStore
+
+log = get_logger("runtime")
+
+
+class Runtime:
+    def __init__(self, config: Config, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.agents = AgentRegistry(config, state_dir)
+        self.providers = ProviderRegistry(config, state_dir)
+        if config.agents.defaults.model is not None:
+            for ref in (
+                config.agents.defaults.model.primary,
+                *config.agents.defaults.model.fallbacks,
+            ):
+                self.providers.check_ref(ref, "agents.defaults.model")
+        for i, entry in enumerate(config.agents.entries):
+            if entry.model is not None:
+                for ref in (entry.model.primary, *entry.model.fallbacks):
+                    self.providers.check_ref(ref, f"agents.list[{i}].model")
+        self.store = SqliteSessionStore(state_dir)
+        self.bus = EventBus()
+        defaults = config.agents.defaults
+        self.runner = AgentRunner(
+            self.agents,
+            self.store,
+            self.providers,
+            self.bus,
+            max_concurrent=defaults.max_concurrent,
+            max_queued=defaults.max_queued,
+        )
+        self._maintenance: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def close(self) -> None:
+        """Stop maintenance, finish pending transcript writes, close providers, close the store."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.runner.drain()
+        await self.providers.aclose()
+        await self.store.close()
+
+    async def prune(self) -> int:
+        m = self.config.session.maintenance
+        return await self.store.prune_ephemeral(
+            max_age_seconds=m.ephemeral_max_age_ms / 1000,
+            max_count=m.ephemeral_max_count,
+            in_use=self.runner.sessions_in_use(),
+        )
+
+    async def _maintain(self) -> None:
+        interval = self.config.session.maintenance.interval_ms / 1000
+        while True:
+            try:
+                removed = await self.prune()
+                if removed:
+                    log.info("pruned ephemeral sessions", extra={"removed": removed})
+            except Exception:
+                log.exception("session maintenance failed")
+            await asyncio.sleep(interval)

@@ -1,0 +1,273 @@
+"""The SQLite session index: one row per session key, every per-request call a point query.
+
+Blocking and not thread-safe: one ``SessionIndex`` belongs to one worker thread, which must create,
+use and close it.  Several processes may open the same file; WAL plus a busy timeout lets them
+share it, and every multi-statement write takes the write lock up front (``BEGIN IMMEDIATE``)
+so it waits for the lock instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from openclaw.sessions.models import SessionEntry
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 10.0
+_PRUNE_BATCH = 500
+
+_COLUMNS = (
+    "key, session_id, agent_id, created_at, updated_at, model,"
+    " prompt_tokens, completion_tokens, ephemeral"
+)
+
+# WITHOUT ROWID: the table is clustered on the key, so a lookup by key is one B-tree descent.
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        key TEXT PRIMARY KEY NOT NULL,
+        session_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        model TEXT,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        ephemeral INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS sessions_agent_updated ON sessions (agent_id, updated_at)",
+    "CREATE INDEX IF NOT EXISTS sessions_ephemeral_updated ON sessions (ephemeral, updated_at)",
+)
+
+_SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM sessions WHERE key = ?"
+_INSERT_IGNORE = f"INSERT OR IGNORE INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_RECORD_APPEND = f"""
+    UPDATE sessions
+    SET updated_at = ?,
+        model = COALESCE(?, model),
+        prompt_tokens = prompt_tokens + ?,
+        completion_tokens = completion_tokens + ?
+    WHERE key = ? AND session_id = ?
+    RETURNING {_COLUMNS}
+"""
+_LIST_ALL = f"SELECT {_COLUMNS} FROM sessions ORDER BY updated_at DESC LIMIT ?"
+_LIST_PERSISTENT = (
+    f"SELECT {_COLUMNS} FROM sessions WHERE ephemeral = 0 ORDER BY updated_at DESC LIMIT ?"
+)
+_LIST_AGENT = f"SELECT {_COLUMNS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC LIMIT ?"
+_LIST_AGENT_PERSISTENT = (
+    f"SELECT {_COLUMNS} FROM sessions WHERE agent_id = ? AND ephemeral = 0"
+    " ORDER BY updated_at DESC LIMIT ?"
+)
+_EPHEMERAL_OLDEST_FIRST = (
+    "SELECT key, session_id, agent_id, updated_at FROM sessions"
+    " WHERE ephemeral = 1 ORDER BY updated_at ASC"
+)
+# Deletes only the exact row that was selected: one touched meanwhile (by another process) stays.
+_DELETE_IF_UNCHANGED = "DELETE FROM sessions WHERE key = ? AND session_id = ? AND updated_at = ?"
+
+
+class DeletedSession(NamedTuple):
+    """What is needed to remove a deleted session's transcript."""
+
+    key: str
+    session_id: str
+    agent_id: str
+
+
+def _entry(row: tuple[Any, ...]) -> SessionEntry:
+    return SessionEntry(
+        key=row[0],
+        session_id=row[1],
+        agent_id=row[2],
+        created_at=row[3],
+        updated_at=row[4],
+        model=row[5],
+        prompt_tokens=row[6],
+        completion_tokens=row[7],
+        ephemeral=bool(row[8]),
+    )
+
+
+def _row(entry: SessionEntry) -> tuple[Any, ...]:
+    return (
+        entry.key,
+        entry.session_id,
+        entry.agent_id,
+        entry.created_at,
+        entry.updated_at,
+        entry.model,
+        entry.prompt_tokens,
+        entry.completion_tokens,
+        int(entry.ephemeral),
+    )
+
+
+def bumped(
+    entry: SessionEntry, now: float, model: str | None, prompt_tokens: int, completion_tokens: int
+) -> SessionEntry:
+    """``entry`` as it is after one append: what the UPDATE of ``record_append`` computes."""
+    return replace(
+        entry,
+        updated_at=now,
+        model=model if model is not None else entry.model,
+        prompt_tokens=entry.prompt_tokens + prompt_tokens,
+        completion_tokens=entry.completion_tokens + completion_tokens,
+    )
+
+
+class SessionIndex:
+    """Blocking access to ``sessions.sqlite``; see the module docstring for the threading rule."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit, so single statements never hold a lock longer than
+        # themselves and transactions are exactly the ones written out below.
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a power cut may lose the last commits, never corrupts the file.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._transaction():
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                (version,) = self._db.execute("PRAGMA user_version").fetchone()
+                if version == 0:
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{path} has schema version {version}; this gateway knows {SCHEMA_VERSION}"
+                    )
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (lets SQLite refresh its planner statistics first)."""
+        try:
+            self._db.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass  # best effort: e.g. the database is busy in another process
+        finally:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def get(self, key: str) -> SessionEntry | None:
+        """The row for ``key``, if any."""
+        row = self._db.execute(_SELECT_BY_KEY, (key,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def get_or_insert(self, entry: SessionEntry) -> SessionEntry:
+        """The existing row for ``entry.key``, else ``entry`` inserted; first writer wins."""
+        existing = self.get(entry.key)
+        if existing is not None:
+            return existing
+        self._db.execute(_INSERT_IGNORE, _row(entry))
+        stored = self.get(entry.key)
+        # Only a concurrent delete between the two statements gets here; the insert is then ours.
+        return entry if stored is None else stored
+
+    def record_append(
+        self,
+        entry: SessionEntry,
+        *,
+        now: float,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> SessionEntry | None:
+        """Bump time, model and token totals of ``entry``'s row.
+
+        When the row is gone (deleted or pruned mid-run) it is put back, so the transcript just
+        written stays reachable.  None when the key now belongs to another session.
+        """
+        params = (now, model, prompt_tokens, completion_tokens, entry.key, entry.session_id)
+        # fetchall: with RETURNING, the change is only complete once every row has been stepped.
+        rows = self._db.execute(_RECORD_APPEND, params).fetchall()
+        if rows:
+            return _entry(rows[0])
+        revived = bumped(entry, now, model, prompt_tokens, completion_tokens)
+        cursor = self._db.execute(_INSERT_IGNORE, _row(revived))
+        return revived if cursor.rowcount == 1 else None
+
+    def list_entries(
+        self, agent_id: str | None, *, limit: int, include_ephemeral: bool
+    ) -> list[SessionEntry]:
+        """Rows newest-updated first, optionally for one agent and without ephemeral ones."""
+        if agent_id is None:
+            sql = _LIST_ALL if include_ephemeral else _LIST_PERSISTENT
+            params: tuple[Any, ...] = (limit,)
+        else:
+            sql = _LIST_AGENT if include_ephemeral else _LIST_AGENT_PERSISTENT
+            params = (agent_id, limit)
+        return [_entry(row) for row in self._db.execute(sql, params)]
+
+    def delete(self, key: str) -> DeletedSession | None:
+        """Delete the row for ``key``; what it was, or None if there was none."""
+        row = self._db.execute(
+            "DELETE FROM sessions WHERE key = ? RETURNING key, session_id, agent_id", (key,)
+        ).fetchall()  # fetchall: see record_append
+        return DeletedSession(*row[0]) if row else None
+
+    def prune_ephemeral(
+        self, *, cutoff: float, max_count: int, in_use: Collection[str]
+    ) -> list[DeletedSession]:
+        """Delete ephemeral rows updated before ``cutoff`` and the oldest beyond ``max_count``.
+
+        Rows whose key is in ``in_use`` are never deleted but do count towards ``max_count``.
+        """
+        (remaining,) = self._db.execute(
+            "SELECT COUNT(*) FROM sessions WHERE ephemeral = 1"
+        ).fetchone()
+        doomed: list[tuple[str, str, str, float]] = []
+        # Oldest first, so the scan stops at the first row that is young enough and within count;
+        # its cost follows the rows deleted, not the table size.
+        cursor = self._db.execute(_EPHEMERAL_OLDEST_FIRST)
+        try:
+            for key, session_id, agent_id, updated_at in cursor:
+                if key in in_use:
+                    continue
+                if updated_at >= cutoff and remaining <= max_count:
+                    break
+                doomed.append((key, session_id, agent_id, updated_at))
+                remaining -= 1
+        finally:
+            # An unfinished SELECT keeps its read snapshot open, which would block the writes below.
+            cursor.close()
+        deleted: list[DeletedSession] = []
+        # Small transactions: a big prune must not hold the write lock other processes wait on.
+        for start in range(0, len(doomed), _PRUNE_BATCH):
+            with self._transaction():
+                for key, session_id, agent_id, updated_at in doomed[start : start + _PRUNE_BATCH]:
+                    done = self._db.execute(_DELETE_IF_UNCHANGED, (key, session_id, updated_at))
+                    if done.rowcount == 1:
+                        deleted.append(DeletedSession(key, session_id, agent_id))
+        return deleted
+
+    def count(self) -> int:
+        """Number of rows."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+        return int(n)
+
+    def insert_many(self, entries: Iterable[SessionEntry]) -> int:
+        """Insert rows whose key is new, in one transaction; how many were inserted."""
+        with self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(_INSERT_IGNORE, (_row(e) for e in entries))
+            return self._db.total_changes - before

@@ -1,0 +1,119 @@
+"""Session keys: build, parse and validate the ``agent:<agentId>:<rest>`` strings.
+
+Every session lives under exactly one key.  Shapes used by the gateway:
+
+    agent:<id>:main                      the agent's main session
+    agent:<id>:openai:<uuid hex>         one stateless OpenAI request (ephemeral)
+    agent:<id>:openai-user:<user>        all requests carrying the same OpenAI ``user`` field
+
+``<rest>`` may itself contain ``:``; only the first two separators are structural.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import NamedTuple
+
+KEY_PREFIX = "agent:"
+MAX_AGENT_ID_LEN = 64
+MAX_KEY_LEN = 512
+MAX_USER_LEN = 128
+
+# Appended before the hash of a rewritten user; it is outside the safe set on purpose, so a user
+# that needed no rewriting can never look like a hashed one.
+USER_HASH_SEP = "~"
+USER_HASH_LEN = 16  # hex chars = 64 bits: collisions need ~4e9 distinct rewritten users
+
+_AGENT_ID_BAD = re.compile(r"[^a-z0-9_-]")
+_USER_BAD_RUN = re.compile(r"[^A-Za-z0-9._@+-]+")
+# C0, DEL and C1 controls break logs and terminals; lone surrogates cannot be stored as UTF-8.
+_KEY_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class ParsedKey(NamedTuple):
+    """The two parts of an ``agent:<agent_id>:<rest>`` key."""
+
+    agent_id: str
+    rest: str
+
+
+def normalize_agent_id(raw: str) -> str:
+    """Canonical agent id: trimmed, lower-case, ``[a-z0-9_-]`` only, at most 64 chars."""
+    cleaned = _AGENT_ID_BAD.sub("-", raw.strip().lower())[:MAX_AGENT_ID_LEN]
+    if not cleaned:
+        raise ValueError("agent id is empty")
+    return cleaned
+
+
+def build_key(agent_id: str, *rest: str) -> str:
+    """``agent:<normalised agent_id>:<rest joined by ':'>``; ``rest`` must be non-empty."""
+    if not rest or not all(rest):
+        raise ValueError("a session key needs at least one non-empty part after the agent id")
+    return ":".join((KEY_PREFIX + normalize_agent_id(agent_id), *rest))
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """Split an ``agent:`` key, or None when it is not one with a canonical agent id and a rest.
+
+    A key whose agent segment is not already normalised (``agent:Main:x``) is rejected rather than
+    silently re-mapped, so one session can never be reachable under two spellings.
+    """
+    if not key.startswith(KEY_PREFIX):
+        return None
+    agent_id, sep, rest = key[len(KEY_PREFIX) :].partition(":")
+    if not sep or not rest or not agent_id:
+        return None
+    try:
+        if normalize_agent_id(agent_id) != agent_id:
+            return None
+    except ValueError:
+        return None
+    return ParsedKey(agent_id, rest)
+
+
+def ephemeral_key(agent_id: str) -> str:
+    """A fresh key for one stateless request: ``agent:<id>:openai:<uuid4 hex>``."""
+    return build_key(agent_id, "openai", uuid.uuid4().hex)
+
+
+def sanitize_user(user: str) -> str:
+    """The OpenAI ``user`` field made safe for a key, without ever merging two distinct users.
+
+    Rule: trim; if the result is non-empty, at most 128 chars and only uses ``[A-Za-z0-9._@+-]``,
+    it is used verbatim.  Otherwise every run of other characters becomes one ``-``, the text is
+    cut so that ``~`` plus 16 hex chars of SHA-256(trimmed user, UTF-8) fit in 128 chars, and that
+    suffix is appended.  Any change at all (not just a heavy one) gets the hash, because e.g.
+    ``"a b"`` and ``"a-b"`` would otherwise collide.
+    """
+    trimmed = user.strip()
+    if not trimmed:
+        raise ValueError("user is empty")
+    readable = _USER_BAD_RUN.sub("-", trimmed)
+    if readable == trimmed and len(trimmed) <= MAX_USER_LEN:
+        return trimmed
+    digest = hashlib.sha256(trimmed.encode("utf-8", "surrogatepass")).hexdigest()[:USER_HASH_LEN]
+    keep = MAX_USER_LEN - len(USER_HASH_SEP) - USER_HASH_LEN
+    return f"{readable[:keep]}{USER_HASH_SEP}{digest}"
+
+
+def user_key(agent_id: str, user: str) -> str:
+    """The key shared by all requests of one OpenAI ``user``: ``agent:<id>:openai-user:<user>``."""
+    return build_key(agent_id, "openai-user", sanitize_user(user))
+
+
+def is_valid_key(key: str) -> bool:
+    """True for a non-empty key of at most 512 chars without control chars or lone surrogates."""
+    return 0 < len(key) <= MAX_KEY_LEN and _KEY_FORBIDDEN.search(key) is None
+
+
+def scope_key(raw_key: str, default_agent_id: str) -> str:
+    """A client key as a store key: kept when ``agent:``-prefixed, else under the default agent.
+
+    The result still has to pass ``is_valid_key`` and ``parse_key``; the caller rejects it if not.
+    An empty ``raw_key`` raises ValueError.
+    """
+    if raw_key.startswith(KEY_PREFIX):
+        return raw_key
+    return build_key(default_agent_id, raw_key)

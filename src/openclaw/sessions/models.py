@@ -1,0 +1,103 @@
+"""The two value types of the session layer: an index row and a transcript line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """One row of the session index; times are unix seconds."""
+
+    key: str
+    session_id: str
+    agent_id: str
+    created_at: float
+    updated_at: float
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    ephemeral: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRecord:
+    """One transcript line (a message or event); ``timestamp`` is unix seconds."""
+
+    role: str
+    content: str | list[dict[str, Any]]
+    timestamp: float
+    run_id: str | None = None
+    usage: dict[str, int] | None = None
+    stop_reason: str | None = None
+    model: str | None = None
+    meta: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk object: camelCase keys, None fields left out."""
+        out: dict[str, Any] = {
+            "role": self.role,
+            "content": self.content,
+            "timestamp": self.timestamp,
+        }
+        if self.run_id is not None:
+            out["runId"] = self.run_id
+        if self.usage is not None:
+            out["usage"] = self.usage
+        if self.stop_reason is not None:
+            out["stopReason"] = self.stop_reason
+        if self.model is not None:
+            out["model"] = self.model
+        if self.meta is not None:
+            out["meta"] = self.meta
+        return out
+
+    def to_json_bytes(self) -> bytes:
+        """One JSONL line, ``\\n``-terminated (orjson escapes every newline inside strings)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TranscriptRecord:
+        """Parse an on-disk object; raises ValueError when a field has the wrong shape."""
+        role = data.get("role")
+        content = data.get("content")
+        timestamp = data.get("timestamp")
+        if not isinstance(role, str):
+            raise ValueError("role must be a string")
+        if not isinstance(content, str) and not (
+            isinstance(content, list) and all(isinstance(part, dict) for part in content)
+        ):
+            raise ValueError("content must be a string or a list of objects")
+        # bool is an int subclass; a boolean timestamp is corruption, not a time.
+        if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
+            raise ValueError("timestamp must be a number")
+        usage = data.get("usage")
+        if usage is not None and not (
+            isinstance(usage, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in usage.values())
+        ):
+            raise ValueError("usage must be an object of integers")
+        meta = data.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise ValueError("meta must be an object")
+        return cls(
+            role=role,
+            content=content,
+            timestamp=float(timestamp),
+            run_id=_opt_str(data, "runId"),
+            usage=usage,
+            stop_reason=_opt_str(data, "stopReason"),
+            model=_opt_str(data, "model"),
+            meta=meta,
+        )
+
+
+def _opt_str(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    return value

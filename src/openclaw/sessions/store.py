@@ -1,0 +1,324 @@
+"""The session store: the ``SessionStore`` protocol and its embedded SQLite + JSONL implementation.
+
+Layout under the state dir::
+
+    sessions.sqlite                                  index (WAL; -wal/-shm files beside it)
+    agents/<agentId>/sessions/<sessionId>.jsonl      one transcript per session
+
+Each store owns one worker thread; all SQLite and file I/O runs there, one job per call, so the
+event loop never blocks and a call is never half-done by cancellation: cancelling the awaiting task
+either drops a call that had not started or lets it finish in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from openclaw.logs import get_logger
+from openclaw.sessions import transcript
+from openclaw.sessions.index import DeletedSession, SessionIndex, bumped
+from openclaw.sessions.keys import is_valid_key, parse_key
+from openclaw.sessions.models import SessionEntry, TranscriptRecord
+
+T = TypeVar("T")
+
+INDEX_FILENAME = "sessions.sqlite"
+
+log = get_logger("sessions")
+
+
+class SessionStore(Protocol):
+    """What the runner needs from a store; per-request calls must not slow down as it grows."""
+
+    async def open(self) -> None:
+        """Make the store usable (create files, connect)."""
+
+    async def close(self) -> None:
+        """Release everything; a closed store refuses further calls."""
+
+    async def get(self, key: str) -> SessionEntry | None:
+        """The session stored under ``key``, if any."""
+
+    async def get_or_create(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
+        """The session under ``key``, created with a new uuid4 session id when missing."""
+
+    async def list_sessions(
+        self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
+    ) -> list[SessionEntry]:
+        """Up to ``limit`` sessions, most recently updated first."""
+
+    async def read_history(
+        self, entry: SessionEntry, *, max_records: int | None
+    ) -> list[TranscriptRecord]:
+        """The last ``max_records`` transcript records in order (None: all)."""
+
+    async def append(
+        self,
+        entry: SessionEntry,
+        records: Sequence[TranscriptRecord],
+        *,
+        model: str | None,
+        usage: tuple[int, int] | None,
+    ) -> SessionEntry:
+        """Append records, add ``usage`` (prompt, completion) to the totals; the updated entry."""
+
+    async def delete(self, key: str) -> bool:
+        """Delete a session and its transcript; False when there was none."""
+
+    async def prune_ephemeral(
+        self, *, max_age_seconds: float, max_count: int, in_use: Collection[str]
+    ) -> int:
+        """Delete old and surplus ephemeral sessions not in ``in_use``; how many were deleted."""
+
+    async def count(self) -> int:
+        """Number of stored sessions."""
+
+
+class SqliteSessionStore:
+    """The embedded store: SQLite index plus JSONL transcripts, shared safely between processes."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        fsync: bool = False,
+        read_block_size: int = transcript.DEFAULT_BLOCK_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state_dir = Path(state_dir)
+        self._fsync = fsync
+        self._block_size = read_block_size
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._index: SessionIndex | None = None  # only ever touched on the worker thread
+
+    @property
+    def state_dir(self) -> Path:
+        """The directory holding the index and the transcripts."""
+        return self._state_dir
+
+    def transcript_path(self, entry: SessionEntry) -> Path:
+        """Where ``entry``'s JSONL transcript lives (it may not exist yet)."""
+        return transcript.transcript_path(self._state_dir, entry.agent_id, entry.session_id)
+
+    async def __aenter__(self) -> SqliteSessionStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Start the worker thread and open (creating if needed) the index."""
+        if self._executor is not None:
+            raise RuntimeError("session store is already open")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openclaw-sessions")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._open_sync)
+        except BaseException:
+            # Queued behind the open job, so a connection it still makes gets closed too.
+            executor.submit(self._close_sync)
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    async def close(self) -> None:
+        """Close the index and stop the worker thread once the calls already queued are done."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            # The close job ran last, so the thread is idle and exits at once; no join needed.
+            executor.shutdown(wait=False)
+
+    async def get(self, key: str) -> SessionEntry | None:
+        """The session stored under ``key``, if any."""
+        if not is_valid_key(key):
+            return None  # could not have been stored
+        return await self._run(lambda: self._idx().get(key))
+
+    async def get_or_create(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
+        """The session under ``key``, created when missing; ``key`` must be ``agent:<agent_id>:…``.
+
+        An existing session is returned as stored, even if ``ephemeral`` differs.
+        """
+        if not is_valid_key(key):
+            raise ValueError("invalid session key")
+        parsed = parse_key(key)
+        if parsed is None or parsed.agent_id != agent_id:
+            raise ValueError(f"session key must have the form agent:{agent_id}:<rest>")
+        now = self._clock()
+        fresh = SessionEntry(
+            key=key,
+            session_id=str(uuid.uuid4()),
+            agent_id=agent_id,
+            created_at=now,
+            updated_at=now,
+            model=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            ephemeral=ephemeral,
+        )
+        return await self._run(lambda: self._idx().get_or_insert(fresh))
+
+    async def list_sessions(
+        self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
+    ) -> list[SessionEntry]:
+        """Up to ``limit`` sessions, most recently updated first."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        return await self._run(
+            lambda: self._idx().list_entries(
+                agent_id, limit=limit, include_ephemeral=include_ephemeral
+            )
+        )
+
+    async def read_history(
+        self, entry: SessionEntry, *, max_records: int | None
+    ) -> list[TranscriptRecord]:
+        """The last ``max_records`` records in order (None: all), read backwards from the end."""
+        path = self.transcript_path(entry)
+        return await self._run(
+            lambda: transcript.read_tail(path, max_records, block_size=self._block_size)
+        )
+
+    async def append(
+        self,
+        entry: SessionEntry,
+        records: Sequence[TranscriptRecord],
+        *,
+        model: str | None,
+        usage: tuple[int, int] | None,
+    ) -> SessionEntry:
+        """Append ``records`` as JSONL in one write, then bump the index row; the updated entry.
+
+        ``usage`` is (prompt_tokens, completion_tokens) to add; ``model`` None keeps the old one.
+        """
+        prompt_tokens, completion_tokens = usage or (0, 0)
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError("token counts must be >= 0")
+        path = self.transcript_path(entry)
+        batch = tuple(records)  # the caller's sequence may change while we wait for the worker
+
+        def job() -> SessionEntry:
+            data = b"".join(record.to_json_bytes() for record in batch)
+            transcript.append_lines(path, data, fsync=self._fsync)
+            now = self._clock()
+            updated = self._idx().record_append(
+                entry,
+                now=now,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+            if updated is None:
+                log.warning(
+                    "session key was re-created during the run; index row left unchanged",
+                    extra={"session_key": entry.key, "session_id": entry.session_id},
+                )
+                return bumped(entry, now, model, prompt_tokens, completion_tokens)
+            return updated
+
+        return await self._run(job)
+
+    async def delete(self, key: str) -> bool:
+        """Delete a session and its transcript; False when there was none."""
+        if not is_valid_key(key):
+            return False
+
+        def job() -> bool:
+            deleted = self._idx().delete(key)
+            if deleted is not None:
+                self._remove_transcripts([deleted])
+            return deleted is not None
+
+        return await self._run(job)
+
+    async def prune_ephemeral(
+        self, *, max_age_seconds: float, max_count: int, in_use: Collection[str]
+    ) -> int:
+        """Delete ephemeral sessions idle longer than ``max_age_seconds`` and the oldest beyond
+        ``max_count``, never one whose key is in ``in_use``; how many were deleted."""
+        if max_count < 0:
+            raise ValueError("max_count must be >= 0")
+        spared = frozenset(in_use)  # the caller's set keeps changing on the loop thread
+
+        def job() -> int:
+            deleted = self._idx().prune_ephemeral(
+                cutoff=self._clock() - max_age_seconds, max_count=max_count, in_use=spared
+            )
+            self._remove_transcripts(deleted)
+            return len(deleted)
+
+        return await self._run(job)
+
+    async def count(self) -> int:
+        """Number of stored sessions."""
+        return await self._run(lambda: self._idx().count())
+
+    async def import_entries(self, entries: Iterable[SessionEntry]) -> int:
+        """Insert index rows as given (keys already present are skipped), in one transaction.
+
+        For migrations and benchmarks; transcripts are not touched.  How many were inserted.
+        """
+        rows = list(entries)
+        return await self._run(lambda: self._idx().insert_many(rows))
+
+    # --- worker-thread side -------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("session store is not open")
+        # run_in_executor does not carry contextvars over; copy them so log lines keep the
+        # request id.
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn)
+
+    def _idx(self) -> SessionIndex:
+        if self._index is None:
+            raise RuntimeError("session store is not open")
+        return self._index
+
+    def _open_sync(self) -> None:
+        self._index = SessionIndex(self._state_dir / INDEX_FILENAME)
+
+    def _close_sync(self) -> None:
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
+
+    def _remove_transcripts(self, deleted: Iterable[DeletedSession]) -> None:
+        for session in deleted:
+            try:
+                path = transcript.transcript_path(
+                    self._state_dir, session.agent_id, session.session_id
+                )
+                path.unlink(missing_ok=True)
+            except (OSError, ValueError) as exc:
+                # The row is gone already; a leftover file is only wasted space.
+                log.warning(
+                    "could not remove transcript",
+                    extra={"session_key": session.key, "error": str(exc)},
+                )
+
+
+if TYPE_CHECKING:
+    # mypy proves here that the embedded store satisfies the protocol.
+    def _conforms(store: SqliteSessionStore) -> SessionStore:
+        return store

@@ -1,0 +1,156 @@
+"""Transcript files: one JSONL file per session, appended in whole lines and read from the tail.
+
+Blocking functions: call them from a worker thread, never from the event loop.  POSIX only
+(``flock``, ``pread``).  Writers and readers in any process coordinate through ``flock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from openclaw.logs import get_logger
+from openclaw.sessions.models import TranscriptRecord
+
+DEFAULT_BLOCK_SIZE = 64 * 1024
+
+# Session ids and agent ids become path components; anything else could escape the state dir.
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+log = get_logger("sessions.transcript")
+
+
+def _lock(fd: int, exclusive: bool) -> None:
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def transcript_path(state_dir: Path, agent_id: str, session_id: str) -> Path:
+    """``<state_dir>/agents/<agent_id>/sessions/<session_id>.jsonl``."""
+    for part in (agent_id, session_id):
+        if not _SAFE_COMPONENT.fullmatch(part):
+            raise ValueError(f"unsafe path component in session: {part!r}")
+    return state_dir / "agents" / agent_id / "sessions" / f"{session_id}.jsonl"
+
+
+def append_lines(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Append complete ``\\n``-terminated lines in one write, under an exclusive flock.
+
+    If the file ends in a torn line (a crash mid-write), a ``\\n`` is written first so the torn
+    bytes stay a line of their own and the new lines parse.
+    """
+    if not data:
+        return
+    if not data.endswith(b"\n"):
+        raise ValueError("data must end with a newline")
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        _lock(fd, exclusive=True)
+        try:
+            # Checked under the lock: another process may have just finished a line.
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            # One write is the normal case; a short write (disk nearly full, signal) is finished
+            # under the same lock, so no other writer can land inside our lines.
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+def read_tail(
+    path: Path, max_records: int | None, *, block_size: int = DEFAULT_BLOCK_SIZE
+) -> list[TranscriptRecord]:
+    """The last ``max_records`` parseable records in file order (None: all); [] if no file.
+
+    Reads backwards in ``block_size`` chunks, so the cost follows the records asked for, not the
+    file size.  Unparseable lines are logged and skipped.
+    """
+    if max_records is not None and max_records < 0:
+        raise ValueError("max_records must be >= 0")
+    if block_size <= 0:
+        raise ValueError("block_size must be > 0")
+    if max_records == 0:
+        return []
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the unlock
+    except FileNotFoundError:
+        return []
+    with f:
+        # Shared lock: a concurrent writer's batch is either fully visible or not at all.
+        _lock(f.fileno(), exclusive=False)
+        try:
+            if max_records is None:
+                lines: Iterator[bytes] = reversed(f.read().split(b"\n"))
+            else:
+                lines = _lines_backwards(f.fileno(), block_size)
+            newest_first: list[TranscriptRecord] = []
+            for line in lines:
+                record = _parse_line(line, path)
+                if record is not None:
+                    newest_first.append(record)
+                    if max_records is not None and len(newest_first) >= max_records:
+                        break
+        finally:
+            _unlock(f.fileno())
+    newest_first.reverse()
+    return newest_first
+
+
+def _lines_backwards(fd: int, block_size: int) -> Iterator[bytes]:
+    """Every line of the file, last first (the piece after the final ``\\n`` included)."""
+    pos = os.fstat(fd).st_size
+    # Pieces of the line that continues to the left of the chunk read last, rightmost first;
+    # kept as a list so a line spanning many blocks is joined once, not re-copied per block.
+    partial: list[bytes] = []
+    while pos > 0:
+        size = min(block_size, pos)
+        pos -= size
+        chunk = os.pread(fd, size, pos)
+        if len(chunk) != size:  # truncated under us (not by us: we hold a lock); give up cleanly
+            return
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            partial.append(chunk)
+            continue
+        partial.append(chunk[cut + 1 :])
+        yield b"".join(reversed(partial))
+        pieces = chunk[:cut].split(b"\n")
+        yield from reversed(pieces[1:])
+        partial = [pieces[0]]
+    yield b"".join(reversed(partial))
+
+
+def _parse_line(line: bytes, path: Path) -> TranscriptRecord | None:
+    if not line.strip():
+        return None
+    try:
+        data = orjson.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return TranscriptRecord.from_dict(data)
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+        log.warning(
+            "skipping unreadable transcript line",
+            extra={"path": str(path), "bytes": len(line), "error": str(exc)},
+        )
+        return None
