@@ -5,6 +5,9 @@ rest, then the lifespan closes stores)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -41,6 +44,34 @@ def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
     )
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, but a signal ends in a clean exit (status 0, a last log line) rather
+    than uvicorn re-raising it after shutdown; a second signal forces the exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.should_exit:
+            log.warning("second signal: forcing exit")
+            self.force_exit = True
+        else:
+            log.info(
+                "shutting down: no new connections, in-flight requests get up to "
+                f"{self.config.timeout_graceful_shutdown}s",
+                extra={"signal": signal.Signals(sig).name},
+            )
+        self.should_exit = True
+
+
 def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
     gw: GatewayState = app.state.gateway
     addrs = []
@@ -65,7 +96,7 @@ def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
 async def serve(config: Config, *, state_dir: Path | None = None) -> None:
     """Start the gateway in the foreground until SIGINT/SIGTERM."""
     app = create_app(config, state_dir=state_dir)
-    server = uvicorn.Server(uvicorn_config(app, config))
+    server = GatewayServer(uvicorn_config(app, config))
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
