@@ -74,22 +74,35 @@ class Reconciled:
     diverged: bool
 
 
-def reconcile(stored: list[ChatMessage], client: list[ChatMessage]) -> Reconciled:
+def _is_suffix(short: list[tuple[str, str]], long: list[tuple[str, str]]) -> bool:
+    return len(short) <= len(long) and long[len(long) - len(short) :] == short
+
+
+def reconcile(
+    stored: list[ChatMessage], client: list[ChatMessage], active: ChatMessage | None = None
+) -> Reconciled:
     """Use the transcript when the client's history agrees with it, else the client's.
 
     They agree when one is the most recent part of the other (clients trim their own history;
-    the transcript is read through a budget).  Anything else is an edited or regenerated turn:
-    the client's history is what the user now sees, so it wins, and it is never doubled.
+    the transcript is read through a budget).  Asking the last stored question again is a
+    regeneration: the old answer is left out.  Anything else is an edited turn: the client's
+    history is what the user now sees, so it wins.  Either way nothing is sent twice.
     """
-    if not client:
-        return Reconciled(stored, False)
     if not stored:
         return Reconciled(client, False)
     s = [_key(m) for m in stored]
     c = [_key(m) for m in client]
-    if len(c) <= len(s) and s[len(s) - len(c) :] == c:
+    if (
+        active is not None
+        and len(s) >= 2
+        and s[-1][0] == "assistant"
+        and s[-2] == _key(active)
+        and _is_suffix(c, s[:-2])
+    ):
+        return Reconciled(stored[:-2], True)
+    if not client:
         return Reconciled(stored, False)
-    if len(s) < len(c) and c[len(c) - len(s) :] == s:
+    if _is_suffix(c, s) or _is_suffix(s, c):
         return Reconciled(stored, False)
     return Reconciled(client, True)
 

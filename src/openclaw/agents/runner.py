@@ -205,7 +205,7 @@ class AgentRunner:
                 entry, max_records=agent.max_history_messages + HISTORY_SLACK
             )
             stored = to_messages(records)
-        merged = reconcile(stored, list(params.history))
+        merged = reconcile(stored, list(params.history), params.message)
         history = apply_budget(
             merged.history,
             max_messages=agent.max_history_messages,
