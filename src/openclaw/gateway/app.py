@@ -22,6 +22,7 @@ from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import handle_http_exception, handle_openclaw_error
 from openclaw.gateway.ws import base_methods, websocket_endpoint
+from openclaw.gateway.ws_methods import runtime_methods
 from openclaw.runtime import Runtime
 
 
@@ -90,5 +91,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    app.state.ws_methods = base_methods()
+    app.state.ws_methods = {**base_methods(), **runtime_methods()}
     return app
