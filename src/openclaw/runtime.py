@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from openclaw.agents.events import EventBus
@@ -12,6 +13,7 @@ from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner
 from openclaw.config.schema import Config
 from openclaw.logs import get_logger
+from openclaw.providers.base import Provider
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.store import SqliteSessionStore
 
@@ -19,11 +21,17 @@ log = get_logger("runtime")
 
 
 class Runtime:
-    def __init__(self, config: Config, state_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
         self.config = config
         self.state_dir = state_dir
         self.agents = AgentRegistry(config, state_dir)
-        self.providers = ProviderRegistry(config, state_dir)
+        self.providers = ProviderRegistry(config, state_dir, instances=providers)
         if config.agents.defaults.model is not None:
             for ref in (
                 config.agents.defaults.model.primary,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,12 +45,22 @@ def build_provider(name: str, cfg: ProviderConfig, state_dir: Path) -> Provider:
 
 
 class ProviderRegistry:
-    def __init__(self, config: Config, state_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        *,
+        instances: Mapping[str, Provider] | None = None,
+    ) -> None:
+        """``instances`` supplies ready-made providers by name (the seam tests use)."""
         self._configs = dict(config.models.providers)
         if d.LOCAL_PROVIDER not in self._configs:
             self._configs[d.LOCAL_PROVIDER] = ProviderConfig(api="local-gguf")
         self._state_dir = state_dir
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[str, Provider] = dict(instances or {})
+        for name in self._providers:
+            # An injected instance has no file config; it gets the defaults (retries etc.).
+            self._configs.setdefault(name, ProviderConfig(api="local-gguf"))
 
     def check_ref(self, ref: str, where: str) -> None:
         """Start-up check that a model ref names a configured provider."""

@@ -1,0 +1,269 @@
+"""The shared agent run, with a scripted provider behind the Provider protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+
+import pytest
+
+from openclaw.agents.events import ALL_RUNS
+from openclaw.agents.runner import RunParams, RunResult
+from openclaw.errors import GatewayBusyError, UpstreamUnavailableError
+from openclaw.providers.base import (
+    ChatMessage,
+    Finished,
+    ModelRequest,
+    ProviderEvent,
+    TextDelta,
+    Usage,
+)
+from openclaw.runtime import Runtime
+from tests.harness import make_config
+
+
+class ScriptedProvider:
+    """Replies "reply to <last user text>" word by word, recording every request."""
+
+    name = "scripted"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.requests: list[ModelRequest] = []
+        self.spans: list[tuple[str, float, float]] = []
+        self.closed: list[float] = []
+        self.fail_next: Exception | None = None
+
+    def supports_images(self, model: str) -> bool:
+        return False
+
+    async def stream(
+        self, request: ModelRequest, *, deltas: bool = True
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        self.requests.append(request)
+        started = time.monotonic()
+        try:
+            if self.fail_next is not None:
+                raise self.fail_next
+            words = f"reply to {request.messages[-1].text}".split(" ")
+            for i, word in enumerate(words):
+                await asyncio.sleep(self.delay)
+                yield TextDelta(word if i == 0 else " " + word)
+            yield Usage(10, len(words))
+            yield Finished("stop")
+        finally:
+            self.closed.append(time.monotonic())
+            self.spans.append((request.messages[-1].text, started, time.monotonic()))
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
+        return Usage(1, 1, estimated=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage(role="user", content=text)
+
+
+@contextlib.asynccontextmanager
+async def runtime(tmp_path: Path, provider: ScriptedProvider, **defaults):
+    cfg = make_config({"agents": {"defaults": {"model": "scripted/m", **defaults}}})
+    rt = Runtime(cfg, tmp_path, providers={"scripted": provider})
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+async def test_history_carried_across_two_turns(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p) as rt:
+        key = "agent:main:main"
+        first = await rt.runner.run(RunParams(user("hello"), session_key=key))
+        assert first.text == "reply to hello"
+        assert first.usage.completion_tokens == 3
+        await rt.runner.run(RunParams(user("again"), session_key=key))
+    assert [m.text for m in p.requests[1].messages] == ["hello", "reply to hello", "again"]
+
+
+async def test_history_budget_drops_oldest_turns(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p, maxHistoryMessages=4) as rt:
+        for i in range(6):
+            await rt.runner.run(RunParams(user(f"m{i}"), session_key="agent:main:b"))
+    sent = [m.text for m in p.requests[-1].messages]
+    assert sent == ["m3", "reply to m3", "m4", "reply to m4", "m5"]
+
+
+async def test_token_budget(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p, maxHistoryTokens=20) as rt:
+        for i in range(5):
+            await rt.runner.run(RunParams(user(f"message number {i}"), session_key="agent:main:t"))
+    history = p.requests[-1].messages[:-1]
+    assert 0 < len(history) < 8
+    assert history[0].role == "user"
+
+
+async def test_runs_on_one_session_serialise_different_sessions_overlap(tmp_path: Path) -> None:
+    p = ScriptedProvider(delay=0.05)
+    async with runtime(tmp_path, p) as rt:
+        await asyncio.gather(
+            rt.runner.run(RunParams(user("a1"), session_key="agent:main:a")),
+            rt.runner.run(RunParams(user("a2"), session_key="agent:main:a")),
+            rt.runner.run(RunParams(user("b1"), session_key="agent:main:b")),
+        )
+    spans = {text: (start, end) for text, start, end in p.spans}
+    assert spans["a2"][0] >= spans["a1"][1]  # second waited for the first, in order
+    assert spans["b1"][0] < spans["a1"][1]  # another session ran alongside
+    # The second turn saw the first's reply.
+    a2 = next(r for r in p.requests if r.messages[-1].text == "a2")
+    assert [m.text for m in a2.messages] == ["a1", "reply to a1", "a2"]
+
+
+async def test_cancellation_closes_the_provider_and_stores_the_partial_reply(
+    tmp_path: Path,
+) -> None:
+    p = ScriptedProvider(delay=0.2)
+    async with runtime(tmp_path, p) as rt:
+        params = RunParams(user("one two three four five six"), session_key="agent:main:c")
+
+        async def consume() -> None:
+            async for _ in rt.runner.stream(params):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        cancelled_at = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert p.closed and p.closed[-1] - cancelled_at < 1.0
+        await rt.runner.drain()
+        entry = await rt.store.get("agent:main:c")
+        assert entry is not None
+        records = await rt.store.read_history(entry, max_records=None)
+    assert [r.role for r in records] == ["user", "assistant"]
+    assert records[-1].stop_reason == "aborted"
+    assert records[-1].content and "six" not in records[-1].content
+
+
+async def test_torn_transcript_line_is_skipped(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p) as rt:
+        key = "agent:main:torn"
+        await rt.runner.run(RunParams(user("before crash"), session_key=key))
+        await rt.runner.drain()
+        entry = await rt.store.get(key)
+        assert entry is not None
+        path = tmp_path / "agents" / "main" / "sessions" / f"{entry.session_id}.jsonl"
+        with path.open("ab") as fh:
+            fh.write(b'{"role": "user", "content": "half a li')
+        await rt.runner.run(RunParams(user("after crash"), session_key=key))
+    assert [m.text for m in p.requests[-1].messages] == [
+        "before crash",
+        "reply to before crash",
+        "after crash",
+    ]
+
+
+async def test_events_on_the_bus(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p) as rt:
+        with rt.bus.subscribe(ALL_RUNS) as queue:
+            result = await rt.runner.run(RunParams(user("x")))
+            events = []
+            while not queue.empty():
+                events.append(queue.get_nowait())
+    assert {e.run_id for e in events} == {result.run_id}
+    kinds = [(e.stream, e.data.get("phase")) for e in events]
+    assert kinds[0] == ("lifecycle", "start")
+    assert kinds[-1] == ("lifecycle", "end")
+    assert "".join(e.data["delta"] for e in events if e.stream == "assistant") == "reply to x"
+    assert any(e.stream == "usage" for e in events)
+
+
+async def test_errors_are_stored_and_raised(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    p.fail_next = UpstreamUnavailableError("down")
+    async with runtime(tmp_path, p) as rt:
+        with pytest.raises(UpstreamUnavailableError):
+            await rt.runner.run(RunParams(user("x"), session_key="agent:main:e"))
+        await rt.runner.drain()
+        entry = await rt.store.get("agent:main:e")
+        assert entry is not None
+        records = await rt.store.read_history(entry, max_records=None)
+    assert records[-1].stop_reason == "error"
+    assert records[-1].meta is not None and records[-1].meta["error"]["message"] == "down"
+    assert len(p.requests) == 3  # retried twice (the default) before giving up
+
+
+async def test_gateway_busy_beyond_the_queue(tmp_path: Path) -> None:
+    p = ScriptedProvider(delay=0.1)
+    async with runtime(tmp_path, p, maxConcurrent=1, maxQueued=1) as rt:
+        results = await asyncio.gather(
+            *(rt.runner.run(RunParams(user(f"q{i}"))) for i in range(3)), return_exceptions=True
+        )
+    assert sum(isinstance(r, RunResult) for r in results) == 2
+    assert sum(isinstance(r, GatewayBusyError) for r in results) == 1
+
+
+async def test_workspace_bootstrap_files_in_fixed_order_and_capped(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    (ws / "USER.md").write_text("user file")
+    (ws / "AGENTS.md").write_text("agents file " + "x" * 100)
+    (ws / "SOUL.md").write_text("soul file")
+    async with runtime(tmp_path, p, bootstrapMaxChars=50) as rt:
+        await rt.runner.run(RunParams(user("x"), extra_system_prompt="extra part"))
+    system = p.requests[0].messages[0]
+    assert system.role == "system"
+    text = system.text
+    assert (
+        text.index("AGENTS.md")
+        < text.index("SOUL.md")
+        < text.index("USER.md")
+        < text.index("extra part")
+    )
+    assert "x" * 60 not in text
+    assert "truncated" in text
+
+
+async def test_unknown_agent_names_the_known_ones(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    async with runtime(tmp_path, p) as rt:
+        with pytest.raises(Exception) as info:
+            await rt.runner.run(RunParams(user("x"), agent_id="ghost"))
+    assert "main" in str(info.value)
+
+
+async def test_retention_prunes_old_ephemeral_sessions_only(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    cfg = make_config(
+        {
+            "agents": {"defaults": {"model": "scripted/m"}},
+            "session": {"maintenance": {"ephemeralMaxCount": 2, "ephemeralMaxAgeMs": 3_600_000}},
+        }
+    )
+    rt = Runtime(cfg, tmp_path, providers={"scripted": p})
+    await rt.start()
+    try:
+        for i in range(5):
+            await rt.runner.run(RunParams(user(f"e{i}")))
+        await rt.runner.run(RunParams(user("keep"), session_key="agent:main:keep"))
+        await rt.runner.drain()
+        removed = await rt.prune()
+        assert removed == 3
+        sessions = await rt.store.list_sessions(include_ephemeral=True)
+        assert sum(s.ephemeral for s in sessions) == 2
+        assert any(s.key == "agent:main:keep" for s in sessions)
+        files = list((tmp_path / "agents" / "main" / "sessions").glob("*.jsonl"))
+        assert len(files) == 3
+    finally:
+        await rt.close()
