@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from openclaw.agents.events import AgentEvent, EventBus, Stream
 from openclaw.agents.history import (
+    Reconciled,
     apply_budget,
     reconcile,
     record_content,
@@ -60,13 +61,15 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class RunParams:
-    """One run's input.  ``history`` is what the client sent before this turn (OpenAI clients
-    resend the whole conversation); ``session_key`` None means a new ephemeral session."""
+    """One run's input.  ``history`` is what the client sent before this turn, for doors whose
+    clients carry the conversation (OpenAI clients resend all of it); None for doors whose
+    clients do not (the WebSocket, the CLI), where the transcript alone is the history.
+    ``session_key`` None means a new ephemeral session."""
 
     message: ChatMessage
     agent_id: str | None = None
     session_key: str | None = None
-    history: Sequence[ChatMessage] = ()
+    history: Sequence[ChatMessage] | None = None
     extra_system_prompt: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     run_id: str = field(default_factory=new_run_id)
@@ -205,7 +208,10 @@ class AgentRunner:
                 entry, max_records=agent.max_history_messages + HISTORY_SLACK
             )
             stored = to_messages(records)
-        merged = reconcile(stored, list(params.history), params.message)
+        if params.history is None:
+            merged = Reconciled(stored, False)
+        else:
+            merged = reconcile(stored, list(params.history), params.message)
         history = apply_budget(
             merged.history,
             max_messages=agent.max_history_messages,
@@ -323,8 +329,9 @@ class AgentRunner:
         started: float,
         error: OpenClawError | None,
     ) -> None:
-        """Write this turn in the background; the session stays locked until it is written, and
-        shutdown waits for it (``drain``), so nothing is lost and the next turn sees it."""
+        """Write this turn in the background, so the reply is not held up by the disk.  The next
+        run on the key waits for the write before reading history (``_pending``), readers can
+        wait for it (``settled``), and shutdown waits for all writes (``drain``)."""
         records: list[TranscriptRecord] = []
         if diverged:
             records.append(reset_record(history, started, run_id))
@@ -378,6 +385,12 @@ class AgentRunner:
             await coro
         except Exception:
             log.exception("failed to store a transcript turn", extra={"session": key})
+
+    async def settled(self, key: str) -> None:
+        """Wait until the last run's turn on ``key`` is in the transcript."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
 
     async def drain(self) -> None:
         """Wait for every pending transcript write (shutdown calls this before closing stores)."""

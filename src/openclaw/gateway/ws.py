@@ -142,6 +142,8 @@ async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[st
         reply: dict[str, Any] = {"type": "res", "id": frame_id, "ok": True, "payload": payload}
     except asyncio.CancelledError:
         raise
+    except (WebSocketDisconnect, OSError):
+        return  # the client left mid-request; nobody to answer
     except Exception as exc:
         reply = {"type": "res", "id": frame_id, "ok": False, "error": ws_error(as_wire_error(exc))}
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):

@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
+
 from openclaw.agents.registry import Agent, AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
 from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
@@ -199,6 +201,9 @@ async def stream_run(
                     await emit("assistant", {"delta": item.text})
                 else:
                     result = item
+    except (WebSocketDisconnect, WebSocketDisconnected):
+        # A send failed: the client is gone, so there is no one to tell about it.
+        raise
     except Exception as exc:
         error: OpenClawError = as_wire_error(exc)
         await emit("lifecycle", {"phase": "error", "error": error.message})
@@ -235,5 +240,6 @@ async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
     entry = await runtime.store.get(key)
     if entry is None:
         raise NotFoundError(f"No session `{key}`.", param="sessionKey", code="session_not_found")
+    await runtime.runner.settled(entry.key)
     records = await runtime.store.read_history(entry, max_records=limit)
     return {"sessionKey": key, "messages": [record.to_dict() for record in records]}
