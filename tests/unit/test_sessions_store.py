@@ -626,3 +626,35 @@ def test_read_tail_matches_a_naive_reader(
     finally:
         logger.setLevel(level)
     assert got == expected
+
+
+async def test_record_turn_batches_many_turns_and_load_reads_them(tmp_path: Path) -> None:
+    from openclaw.sessions.store import Turn
+
+    async with SqliteSessionStore(tmp_path) as store:
+        turns = [
+            Turn(
+                key=f"agent:main:openai:{i}",
+                agent_id="main",
+                ephemeral=True,
+                records=(
+                    TranscriptRecord(role="user", content=f"q{i}", timestamp=1.0),
+                    TranscriptRecord(role="assistant", content=f"a{i}", timestamp=2.0),
+                ),
+                model="p/m",
+                usage=(3, 4),
+            )
+            for i in range(50)
+        ]
+        await asyncio.gather(*(store.record_turn(t) for t in turns))
+        await store.record_turn(turns[0])
+        assert await store.count() == 50
+        entry = await store.get("agent:main:openai:0")
+        assert entry is not None and entry.ephemeral
+        assert (entry.prompt_tokens, entry.completion_tokens) == (6, 8)
+        records = await store.read_history(entry, max_records=None)
+        assert [r.content for r in records] == ["q0", "a0", "q0", "a0"]
+        loaded, tail = await store.load("agent:main:openai:7", "main", max_records=1)
+        assert loaded.ephemeral and [r.content for r in tail] == ["a7"]
+        with pytest.raises(ValueError):
+            await store.record_turn(Turn("agent:beta:x", "main", False, (), None, None))

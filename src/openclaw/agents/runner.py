@@ -46,8 +46,8 @@ from openclaw.providers.base import (
 )
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.keys import ephemeral_key, parse_key
-from openclaw.sessions.models import SessionEntry, TranscriptRecord
-from openclaw.sessions.store import SessionStore
+from openclaw.sessions.models import TranscriptRecord
+from openclaw.sessions.store import SessionStore, Turn
 
 log = get_logger("runner")
 
@@ -196,16 +196,14 @@ class AgentRunner:
     ) -> AsyncGenerator[TextDelta | RunResult, None]:
         run_id = params.run_id
         started = time.time()
-        entry: SessionEntry | None = None
         stored: list[ChatMessage] = []
         if not ephemeral:
             pending = self._pending.get(key)
             if pending is not None:
                 # The previous turn of this session is still being written.
                 await asyncio.shield(pending)
-            entry = await self.store.get_or_create(key, agent.id, ephemeral=False)
-            records = await self.store.read_history(
-                entry, max_records=agent.max_history_messages + HISTORY_SLACK
+            _, records = await self.store.load(
+                key, agent.id, max_records=agent.max_history_messages + HISTORY_SLACK
             )
             stored = to_messages(records)
         if params.history is None:
@@ -286,7 +284,6 @@ class AgentRunner:
                 key,
                 agent,
                 ephemeral,
-                entry,
                 params,
                 merged.diverged,
                 history,
@@ -317,7 +314,6 @@ class AgentRunner:
         key: str,
         agent: Agent,
         ephemeral: bool,
-        entry: SessionEntry | None,
         params: RunParams,
         diverged: bool,
         history: list[ChatMessage],
@@ -360,15 +356,17 @@ class AgentRunner:
                 meta=meta or None,
             )
         )
-        tokens = None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
-
-        async def write() -> None:
-            target = entry
-            if target is None:
-                target = await self.store.get_or_create(key, agent.id, ephemeral=ephemeral)
-            await self.store.append(target, records, model=ref, usage=tokens)
-
-        task = asyncio.get_running_loop().create_task(self._guarded(write(), key))
+        turn = Turn(
+            key=key,
+            agent_id=agent.id,
+            ephemeral=ephemeral,
+            records=tuple(records),
+            model=ref,
+            usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._guarded(self.store.record_turn(turn), key)
+        )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         if not ephemeral:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,6 +157,10 @@ class SessionIndex:
             pass  # best effort: e.g. the database is busy in another process
         finally:
             self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around several calls (they are otherwise one each)."""
+        return self._transaction()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

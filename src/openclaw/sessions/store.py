@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -33,6 +34,18 @@ T = TypeVar("T")
 INDEX_FILENAME = "sessions.sqlite"
 
 log = get_logger("sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One run's transcript write: create ``key`` if missing, append, add usage."""
+
+    key: str
+    agent_id: str
+    ephemeral: bool
+    records: tuple[TranscriptRecord, ...]
+    model: str | None
+    usage: tuple[int, int] | None
 
 
 class SessionStore(Protocol):
@@ -70,6 +83,14 @@ class SessionStore(Protocol):
     ) -> SessionEntry:
         """Append records, add ``usage`` (prompt, completion) to the totals; the updated entry."""
 
+    async def load(
+        self, key: str, agent_id: str, *, max_records: int | None
+    ) -> tuple[SessionEntry, list[TranscriptRecord]]:
+        """``get_or_create`` (non-ephemeral) and ``read_history`` in one call: a run's start."""
+
+    async def record_turn(self, turn: Turn) -> None:
+        """Create the session if needed and append a run's records; writes may be batched."""
+
     async def delete(self, key: str) -> bool:
         """Delete a session and its transcript; False when there was none."""
 
@@ -99,6 +120,10 @@ class SqliteSessionStore:
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
         self._index: SessionIndex | None = None  # only ever touched on the worker thread
+        # Turns waiting to be written, and whether a flush job is queued or running: while one
+        # runs, new turns gather, so under load one thread hop and one transaction carry many.
+        self._turns: list[tuple[Turn, asyncio.Future[None]]] = []
+        self._flushing = False
 
     @property
     def state_dir(self) -> Path:
@@ -157,23 +182,7 @@ class SqliteSessionStore:
 
         An existing session is returned as stored, even if ``ephemeral`` differs.
         """
-        if not is_valid_key(key):
-            raise ValueError("invalid session key")
-        parsed = parse_key(key)
-        if parsed is None or parsed.agent_id != agent_id:
-            raise ValueError(f"session key must have the form agent:{agent_id}:<rest>")
-        now = self._clock()
-        fresh = SessionEntry(
-            key=key,
-            session_id=str(uuid.uuid4()),
-            agent_id=agent_id,
-            created_at=now,
-            updated_at=now,
-            model=None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            ephemeral=ephemeral,
-        )
+        fresh = self._fresh(key, agent_id, ephemeral=ephemeral)
         return await self._run(lambda: self._idx().get_or_insert(fresh))
 
     async def list_sessions(
@@ -235,6 +244,101 @@ class SqliteSessionStore:
             return updated
 
         return await self._run(job)
+
+    async def load(
+        self, key: str, agent_id: str, *, max_records: int | None
+    ) -> tuple[SessionEntry, list[TranscriptRecord]]:
+        """The (non-ephemeral) session under ``key``, created if missing, and its last records."""
+        fresh = self._fresh(key, agent_id, ephemeral=False)
+
+        def job() -> tuple[SessionEntry, list[TranscriptRecord]]:
+            entry = self._idx().get_or_insert(fresh)
+            path = self.transcript_path(entry)
+            return entry, transcript.read_tail(path, max_records, block_size=self._block_size)
+
+        return await self._run(job)
+
+    async def record_turn(self, turn: Turn) -> None:
+        """Queue ``turn``; it is written with whatever else is waiting, in one transaction."""
+        self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)  # validates the key
+        if self._executor is None:
+            raise RuntimeError("session store is not open")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._turns.append((turn, done))
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush)
+        await asyncio.shield(done)
+
+    def _flush(self) -> None:
+        batch, self._turns = self._turns, []
+        if not batch:
+            self._flushing = False
+            return
+        loop = asyncio.get_running_loop()
+        assert self._executor is not None
+        work = loop.run_in_executor(self._executor, self._write_turns, [t for t, _ in batch])
+
+        def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
+            exc = fut.exception()
+            results: list[BaseException | None] = (
+                [exc] * len(batch) if exc is not None else fut.result()
+            )
+            for (_, done), err in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if err is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(err)
+            self._flush()
+
+        work.add_done_callback(finished)
+
+    def _write_turns(self, turns: list[Turn]) -> list[BaseException | None]:
+        """Worker side: every turn's lines, then one index transaction for all of them."""
+        results: list[BaseException | None] = []
+        with self._idx().transaction():
+            for turn in turns:
+                try:
+                    now = self._clock()
+                    entry = self._idx().get_or_insert(
+                        self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)
+                    )
+                    data = b"".join(record.to_json_bytes() for record in turn.records)
+                    transcript.append_lines(self.transcript_path(entry), data, fsync=self._fsync)
+                    prompt, completion = turn.usage or (0, 0)
+                    self._idx().record_append(
+                        entry,
+                        now=now,
+                        model=turn.model,
+                        prompt_tokens=prompt,
+                        completion_tokens=completion,
+                    )
+                    results.append(None)
+                except Exception as exc:
+                    results.append(exc)
+        return results
+
+    def _fresh(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
+        if not is_valid_key(key):
+            raise ValueError("invalid session key")
+        parsed = parse_key(key)
+        if parsed is None or parsed.agent_id != agent_id:
+            raise ValueError(f"session key must have the form agent:{agent_id}:<rest>")
+        now = self._clock()
+        return SessionEntry(
+            key=key,
+            session_id=str(uuid.uuid4()),
+            agent_id=agent_id,
+            created_at=now,
+            updated_at=now,
+            model=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            ephemeral=ephemeral,
+        )
 
     async def delete(self, key: str) -> bool:
         """Delete a session and its transcript; False when there was none."""
