@@ -16,10 +16,18 @@ from tests.e2e.rawhttp import request
 from tests.harness import RunningGateway, make_config
 from tests.upstream import FakeUpstream
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "bot", ""])
@@ -28,13 +36,17 @@ parts = st.fixed_dictionaries(
     optional={"text": json_values, "image_url": json_values},
 )
 messages = st.lists(
-    st.fixed_dictionaries({"role": roles}, optional={"content": st.text(max_size=30) | st.lists(parts, max_size=3) | json_values}),
+    st.fixed_dictionaries(
+        {"role": roles},
+        optional={"content": st.text(max_size=30) | st.lists(parts, max_size=3) | json_values},
+    ),
     max_size=4,
 )
 bodies = st.fixed_dictionaries(
     {},
     optional={
-        "model": st.sampled_from(["openclaw", "openclaw/main", "agent:ghost", "gpt-4", ""]) | json_values,
+        "model": st.sampled_from(["openclaw", "openclaw/main", "agent:ghost", "gpt-4", ""])
+        | json_values,
         "messages": messages | json_values,
         "stream": st.booleans() | json_values,
         "temperature": json_values,
@@ -58,7 +70,9 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGa
             yield gw
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=bodies | json_values)
 def test_any_json_body_gets_a_clean_answer(fuzz_gateway: RunningGateway, body: object) -> None:
     reply = request(
@@ -76,11 +90,17 @@ def test_any_json_body_gets_a_clean_answer(fuzz_gateway: RunningGateway, body: o
         assert err["message"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.binary(max_size=64))
 def test_any_bytes_get_a_clean_answer(fuzz_gateway: RunningGateway, raw: bytes) -> None:
     reply = request(
-        fuzz_gateway.port, "POST", "/v1/chat/completions", body=raw,
-        headers=fuzz_gateway.auth_headers(), timeout=20,
+        fuzz_gateway.port,
+        "POST",
+        "/v1/chat/completions",
+        body=raw,
+        headers=fuzz_gateway.auth_headers(),
+        timeout=20,
     )
     assert reply.status in (200, 400), reply.body

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,16 @@ def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
     )
 
 
+def tune_gc() -> None:
+    """Move everything alive after start-up (modules, config, app) out of the collector's sight
+    and make young-generation collections rarer: a request allocates many short-lived objects,
+    and full collections rescanning the long-lived heap were measured at ~0.2 ms p50."""
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young * 10, middle, old)
+
+
 async def serve(config: Config, *, state_dir: Path | None = None) -> None:
     """Start the gateway in the foreground until SIGINT/SIGTERM."""
     app = create_app(config, state_dir=state_dir)
@@ -102,6 +113,7 @@ async def serve(config: Config, *, state_dir: Path | None = None) -> None:
         await asyncio.sleep(0.01)
     if server.started:
         log.info(describe_listen(server, app))
+        tune_gc()
     await task
     if not server.started:
         raise SystemExit(1)
