@@ -263,7 +263,15 @@ async def test_retention_prunes_old_ephemeral_sessions_only(tmp_path: Path) -> N
         sessions = await rt.store.list_sessions(include_ephemeral=True)
         assert sum(s.ephemeral for s in sessions) == 2
         assert any(s.key == "agent:main:keep" for s in sessions)
+        # Per-request sessions keep their lines in the index, not a file each.
         files = list((tmp_path / "agents" / "main" / "sessions").glob("*.jsonl"))
-        assert len(files) == 3
+        assert len(files) == 1
+        for s in sessions:
+            assert len(await rt.store.read_history(s, max_records=None)) == 2
     finally:
         await rt.close()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
+        (lines,) = db.execute("SELECT COUNT(*) FROM ephemeral_lines").fetchone()
+    assert lines == 4  # the pruned sessions' lines went with them

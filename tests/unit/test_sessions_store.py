@@ -409,7 +409,7 @@ async def test_prune_ephemeral_by_age(store: SqliteSessionStore, clock: FakeCloc
     survivors = {e.key for e in await store.list_sessions()}
     assert survivors == {persistent.key, old[1].key, young[0].key, young[1].key}
     for e in old:
-        assert store.transcript_path(e).exists() == (e.key == old[1].key)
+        assert bool(await store.read_history(e, max_records=1)) == (e.key == old[1].key)
     assert store.transcript_path(persistent).exists()
     assert await store.prune_ephemeral(max_age_seconds=100, max_count=1000, in_use=()) == 1
 
@@ -424,7 +424,9 @@ async def test_prune_ephemeral_by_count(store: SqliteSessionStore, clock: FakeCl
     assert pruned == 6
     remaining = await store.list_sessions(include_ephemeral=True)
     assert {e.key for e in remaining} == {persistent.key} | {e.key for e in (eph[0], *eph[7:])}
-    assert [store.transcript_path(e).exists() for e in eph] == [True] + [False] * 6 + [True] * 3
+    assert [bool(await store.read_history(e, max_records=1)) for e in eph] == (
+        [True] + [False] * 6 + [True] * 3
+    )
     assert await store.count() == 5
     assert await store.prune_ephemeral(max_age_seconds=1e9, max_count=4, in_use=()) == 0
 

@@ -53,6 +53,9 @@ log = get_logger("runner")
 
 # Records read per run beyond the message budget, to see a history-reset marker in the tail.
 HISTORY_SLACK = 8
+# Transcript writes may trail the replies, but only this far: beyond it new runs wait for the
+# disk, so a burst cannot grow memory without bound.
+MAX_PENDING_WRITES = 4096
 
 
 def new_run_id() -> str:
@@ -157,6 +160,7 @@ class AgentRunner:
         self._admission = _Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
         self._writes: set[asyncio.Task[None]] = set()
+        self._write_room = asyncio.Event()
         self._pending: dict[str, asyncio.Task[None]] = {}
 
     def sessions_in_use(self) -> set[str]:
@@ -187,6 +191,9 @@ class AgentRunner:
     ) -> AsyncGenerator[TextDelta | RunResult, None]:
         """Text deltas as they come, then the ``RunResult``."""
         agent, key, ephemeral = self.resolve(params)
+        while len(self._writes) >= MAX_PENDING_WRITES:
+            self._write_room.clear()
+            await self._write_room.wait()
         async with self._admission.slot(), self._locks.hold(key):
             async for item in self._run_locked(params, agent, key, ephemeral, deltas):
                 yield item
@@ -368,11 +375,16 @@ class AgentRunner:
             self._guarded(self.store.record_turn(turn), key)
         )
         self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        task.add_done_callback(self._written)
         if not ephemeral:
             # The next run on this key waits for this write before reading history.
             self._pending[key] = task
             task.add_done_callback(lambda t: self._forget(key, t))
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if len(self._writes) < MAX_PENDING_WRITES:
+            self._write_room.set()
 
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._pending.get(key) is task:

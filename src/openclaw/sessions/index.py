@@ -43,6 +43,17 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS sessions_agent_updated ON sessions (agent_id, updated_at)",
     "CREATE INDEX IF NOT EXISTS sessions_ephemeral_updated ON sessions (ephemeral, updated_at)",
+    # Transcripts of per-request (ephemeral) sessions: a row per line instead of a file per
+    # request.  Creating a file cost ~0.6 ms on the measured disks, a row a few microseconds,
+    # and a client that sends no `user` (Open WebUI) makes one such session per message.
+    """
+    CREATE TABLE IF NOT EXISTS ephemeral_lines (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        line BLOB NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS ephemeral_lines_session ON ephemeral_lines (session_id, seq)",
 )
 
 _SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM sessions WHERE key = ?"
@@ -222,11 +233,32 @@ class SessionIndex:
             params = (agent_id, limit)
         return [_entry(row) for row in self._db.execute(sql, params)]
 
+    def append_lines(self, session_id: str, lines: Iterable[bytes]) -> None:
+        """Store transcript lines of an ephemeral session."""
+        self._db.executemany(
+            "INSERT INTO ephemeral_lines (session_id, line) VALUES (?, ?)",
+            ((session_id, line) for line in lines),
+        )
+
+    def tail_lines(self, session_id: str, limit: int | None) -> list[bytes]:
+        """The last ``limit`` lines (None: all) of an ephemeral session, oldest first."""
+        rows = self._db.execute(
+            "SELECT line FROM ephemeral_lines WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+            (session_id, -1 if limit is None else limit),
+        ).fetchall()
+        return [bytes(row[0]) for row in reversed(rows)]
+
+    def _drop_lines(self, session_id: str) -> None:
+        self._db.execute("DELETE FROM ephemeral_lines WHERE session_id = ?", (session_id,))
+
     def delete(self, key: str) -> DeletedSession | None:
-        """Delete the row for ``key``; what it was, or None if there was none."""
-        row = self._db.execute(
-            "DELETE FROM sessions WHERE key = ? RETURNING key, session_id, agent_id", (key,)
-        ).fetchall()  # fetchall: see record_append
+        """Delete the row for ``key`` (and stored lines); what it was, or None if none."""
+        with self._transaction():
+            row = self._db.execute(
+                "DELETE FROM sessions WHERE key = ? RETURNING key, session_id, agent_id", (key,)
+            ).fetchall()  # fetchall: see record_append
+            if row:
+                self._drop_lines(row[0][1])
         return DeletedSession(*row[0]) if row else None
 
     def prune_ephemeral(
@@ -261,6 +293,7 @@ class SessionIndex:
                 for key, session_id, agent_id, updated_at in doomed[start : start + _PRUNE_BATCH]:
                     done = self._db.execute(_DELETE_IF_UNCHANGED, (key, session_id, updated_at))
                     if done.rowcount == 1:
+                        self._drop_lines(session_id)
                         deleted.append(DeletedSession(key, session_id, agent_id))
         return deleted
 

@@ -201,10 +201,7 @@ class SqliteSessionStore:
         self, entry: SessionEntry, *, max_records: int | None
     ) -> list[TranscriptRecord]:
         """The last ``max_records`` records in order (None: all), read backwards from the end."""
-        path = self.transcript_path(entry)
-        return await self._run(
-            lambda: transcript.read_tail(path, max_records, block_size=self._block_size)
-        )
+        return await self._run(lambda: self._tail(entry, max_records))
 
     async def append(
         self,
@@ -221,12 +218,10 @@ class SqliteSessionStore:
         prompt_tokens, completion_tokens = usage or (0, 0)
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError("token counts must be >= 0")
-        path = self.transcript_path(entry)
         batch = tuple(records)  # the caller's sequence may change while we wait for the worker
 
         def job() -> SessionEntry:
-            data = b"".join(record.to_json_bytes() for record in batch)
-            transcript.append_lines(path, data, fsync=self._fsync)
+            self._write_records(entry, batch)
             now = self._clock()
             updated = self._idx().record_append(
                 entry,
@@ -253,8 +248,7 @@ class SqliteSessionStore:
 
         def job() -> tuple[SessionEntry, list[TranscriptRecord]]:
             entry = self._idx().get_or_insert(fresh)
-            path = self.transcript_path(entry)
-            return entry, transcript.read_tail(path, max_records, block_size=self._block_size)
+            return entry, self._tail(entry, max_records)
 
         return await self._run(job)
 
@@ -306,8 +300,7 @@ class SqliteSessionStore:
                     entry = self._idx().get_or_insert(
                         self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)
                     )
-                    data = b"".join(record.to_json_bytes() for record in turn.records)
-                    transcript.append_lines(self.transcript_path(entry), data, fsync=self._fsync)
+                    self._write_records(entry, turn.records)
                     prompt, completion = turn.usage or (0, 0)
                     self._idx().record_append(
                         entry,
@@ -320,6 +313,25 @@ class SqliteSessionStore:
                 except Exception as exc:
                     results.append(exc)
         return results
+
+    def _write_records(self, entry: SessionEntry, records: Sequence[TranscriptRecord]) -> None:
+        """Worker side: ephemeral sessions keep their lines in the index, others in JSONL."""
+        if entry.ephemeral:
+            self._idx().append_lines(entry.session_id, (r.to_json_bytes() for r in records))
+            return
+        data = b"".join(record.to_json_bytes() for record in records)
+        transcript.append_lines(self.transcript_path(entry), data, fsync=self._fsync)
+
+    def _tail(self, entry: SessionEntry, max_records: int | None) -> list[TranscriptRecord]:
+        if not entry.ephemeral:
+            path = self.transcript_path(entry)
+            return transcript.read_tail(path, max_records, block_size=self._block_size)
+        out = []
+        for line in self._idx().tail_lines(entry.session_id, max_records):
+            record = transcript.parse_line(line, self.transcript_path(entry))
+            if record is not None:
+                out.append(record)
+        return out
 
     def _fresh(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
         if not is_valid_key(key):

@@ -105,7 +105,7 @@ def read_tail(
                 lines = _lines_backwards(f.fileno(), block_size)
             newest_first: list[TranscriptRecord] = []
             for line in lines:
-                record = _parse_line(line, path)
+                record = parse_line(line, path)
                 if record is not None:
                     newest_first.append(record)
                     if max_records is not None and len(newest_first) >= max_records:
@@ -140,7 +140,8 @@ def _lines_backwards(fd: int, block_size: int) -> Iterator[bytes]:
     yield b"".join(reversed(partial))
 
 
-def _parse_line(line: bytes, path: Path) -> TranscriptRecord | None:
+def parse_line(line: bytes, path: Path) -> TranscriptRecord | None:
+    """One JSONL line as a record; None (and a warning) for a blank or torn line."""
     if not line.strip():
         return None
     try:
