@@ -39,6 +39,7 @@ from openclaw.providers.base import (
     ChatMessage,
     Finished,
     ModelRequest,
+    ProviderEvent,
     SamplingParams,
     StopReason,
     TextDelta,
@@ -251,7 +252,23 @@ class AgentRunner:
             async with contextlib.aclosing(
                 self.providers.stream(refs, request, deltas=deltas)
             ) as events:
-                while True:
+
+                def take(event: ProviderEvent) -> None:
+                    nonlocal usage, stop
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                        self._emit(run_id, key, "assistant", {"delta": event.text})
+                    elif isinstance(event, Usage):
+                        usage = event
+                    elif isinstance(event, Finished):
+                        stop = event.stop_reason
+
+                if not deltas:
+                    # Nothing is handed out mid-run: one deadline covers the whole call.
+                    async with asyncio.timeout_at(deadline):
+                        async for used_ref, event in events:  # noqa: B007 - read after
+                            take(event)
+                while deltas:
                     # The deadline guards each wait on the model, never the consumer's own
                     # awaits between deltas (a timeout there would cancel the wrong thing).
                     try:
@@ -259,15 +276,9 @@ class AgentRunner:
                             used_ref, event = await anext(events)
                     except StopAsyncIteration:
                         break
+                    take(event)
                     if isinstance(event, TextDelta):
-                        parts.append(event.text)
-                        self._emit(run_id, key, "assistant", {"delta": event.text})
-                        if deltas:
-                            yield event
-                    elif isinstance(event, Usage):
-                        usage = event
-                    elif isinstance(event, Finished):
-                        stop = event.stop_reason
+                        yield event
             text = "".join(parts)
             if usage is None:
                 provider, model, _ = self.providers.resolve(used_ref)
