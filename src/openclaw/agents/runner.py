@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openclaw.agents.events import AgentEvent, EventBus, Stream
@@ -127,8 +127,7 @@ class _Admission:
         self._queue = queue
         self._waiting = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def acquire(self) -> None:
         if self._sem.locked() and self._waiting >= self._queue:
             raise GatewayBusyError("The gateway is busy; try again shortly.")
         self._waiting += 1
@@ -136,10 +135,9 @@ class _Admission:
             await self._sem.acquire()
         finally:
             self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._sem.release()
+
+    def release(self) -> None:
+        self._sem.release()
 
 
 class AgentRunner:
@@ -160,9 +158,9 @@ class AgentRunner:
         self._locks = _SessionLocks()
         self._admission = _Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[None]] = set()
         self._write_room = asyncio.Event()
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
 
     def sessions_in_use(self) -> set[str]:
         return self._locks.busy()
@@ -195,9 +193,18 @@ class AgentRunner:
         while len(self._writes) >= MAX_PENDING_WRITES:
             self._write_room.clear()
             await self._write_room.wait()
-        async with self._admission.slot(), self._locks.hold(key):
-            async for item in self._run_locked(params, agent, key, ephemeral, deltas):
-                yield item
+        await self._admission.acquire()
+        try:
+            if ephemeral:
+                # A per-request key is new and unique: nothing to serialise against.
+                async for item in self._run_locked(params, agent, key, ephemeral, deltas):
+                    yield item
+            else:
+                async with self._locks.hold(key):
+                    async for item in self._run_locked(params, agent, key, ephemeral, deltas):
+                        yield item
+        finally:
+            self._admission.release()
 
     async def _run_locked(
         self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
@@ -382,30 +389,29 @@ class AgentRunner:
             model=ref,
             usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
         )
-        task = asyncio.get_running_loop().create_task(
-            self._guarded(self.store.record_turn(turn), key)
-        )
-        self._writes.add(task)
-        task.add_done_callback(self._written)
-        if not ephemeral:
-            # The next run on this key waits for this write before reading history.
-            self._pending[key] = task
-            task.add_done_callback(lambda t: self._forget(key, t))
-
-    def _written(self, task: asyncio.Task[None]) -> None:
-        self._writes.discard(task)
-        if len(self._writes) < MAX_PENDING_WRITES:
-            self._write_room.set()
-
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._pending.get(key) is task:
-            del self._pending[key]
-
-    async def _guarded(self, coro: Coroutine[object, object, None], key: str) -> None:
         try:
-            await coro
+            written = self.store.record_turn(turn)
         except Exception:
             log.exception("failed to store a transcript turn", extra={"session": key})
+            return
+        self._writes.add(written)
+        written.add_done_callback(lambda f: self._written(key, f))
+        if not ephemeral:
+            # The next run on this key waits for this write before reading history.
+            self._pending[key] = written
+
+    def _written(self, key: str, written: asyncio.Future[None]) -> None:
+        self._writes.discard(written)
+        if len(self._writes) < MAX_PENDING_WRITES:
+            self._write_room.set()
+        if self._pending.get(key) is written:
+            del self._pending[key]
+        if not written.cancelled() and written.exception() is not None:
+            log.error(
+                "failed to store a transcript turn",
+                exc_info=written.exception(),
+                extra={"session": key},
+            )
 
     async def settled(self, key: str) -> None:
         """Wait until the last run's turn on ``key`` is in the transcript."""
@@ -416,7 +422,7 @@ class AgentRunner:
     async def drain(self) -> None:
         """Wait for every pending transcript write (shutdown calls this before closing stores)."""
         while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+            await asyncio.wait(list(self._writes))
 
 
 def _usage_dict(usage: Usage) -> dict[str, int]:

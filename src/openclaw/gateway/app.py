@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp
 
 from openclaw import paths
 from openclaw.config.schema import Config
@@ -63,10 +64,13 @@ def create_app(
         WebSocketRoute("/", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
+    fast: dict[tuple[str, str], ASGIApp] = {}
     if config.gateway.http.endpoints.chat_completions.enabled:
         models = ModelsEndpoint(gw.runtime.agents)
+        chat = ChatCompletionsEndpoint(gw)
+        fast[("POST", "/v1/chat/completions")] = chat
         routes += [
-            Route("/v1/chat/completions", ChatCompletionsEndpoint(gw), methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
         ]
@@ -83,7 +87,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(GatewayMiddleware)],
+        middleware=[Middleware(GatewayMiddleware, fast=fast)],
         exception_handlers={
             OpenClawError: handle_openclaw_error,
             HTTPException: handle_http_exception,

@@ -88,8 +88,9 @@ class SessionStore(Protocol):
     ) -> tuple[SessionEntry, list[TranscriptRecord]]:
         """``get_or_create`` (non-ephemeral) and ``read_history`` in one call: a run's start."""
 
-    async def record_turn(self, turn: Turn) -> None:
-        """Create the session if needed and append a run's records; writes may be batched."""
+    def record_turn(self, turn: Turn) -> asyncio.Future[None]:
+        """Queue a run's write (create the session if needed, append its records); the future
+        is done once it is stored.  Writes may be batched."""
 
     async def delete(self, key: str) -> bool:
         """Delete a session and its transcript; False when there was none."""
@@ -252,8 +253,9 @@ class SqliteSessionStore:
 
         return await self._run(job)
 
-    async def record_turn(self, turn: Turn) -> None:
-        """Queue ``turn``; it is written with whatever else is waiting, in one transaction."""
+    def record_turn(self, turn: Turn) -> asyncio.Future[None]:
+        """Queue ``turn``; it is written with whatever else is waiting, in one transaction, and
+        the returned future is done once it is stored.  No task per write."""
         self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)  # validates the key
         if self._executor is None:
             raise RuntimeError("session store is not open")
@@ -263,7 +265,7 @@ class SqliteSessionStore:
         if not self._flushing:
             self._flushing = True
             loop.call_soon(self._flush)
-        await asyncio.shield(done)
+        return done
 
     def _flush(self) -> None:
         batch, self._turns = self._turns, []
