@@ -325,7 +325,7 @@ class AgentRunner:
             if error is not None:
                 data["error"] = error.message
             if usage is not None:
-                self._emit(run_id, key, "usage", _usage_dict(usage))
+                self._emit(run_id, key, "usage", usage.as_dict())
             self._emit(run_id, key, "lifecycle", data)
         assert usage is not None
         yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref)
@@ -375,7 +375,7 @@ class AgentRunner:
                 content=text,
                 timestamp=time.time(),
                 run_id=run_id,
-                usage=None if usage is None else _usage_dict(usage),
+                usage=None if usage is None else usage.as_dict(),
                 stop_reason=stop,
                 model=ref,
                 meta=meta or None,
@@ -423,11 +423,3 @@ class AgentRunner:
         """Wait for every pending transcript write (shutdown calls this before closing stores)."""
         while self._writes:
             await asyncio.wait(list(self._writes))
-
-
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }

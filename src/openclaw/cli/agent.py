@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
@@ -17,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from openclaw import __version__, paths
 from openclaw.agents.runner import RunParams
-from openclaw.config.loader import load_config
+from openclaw.cli.common import config_option, fail, load
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, OpenClawError
 from openclaw.gateway.app import bind_host
@@ -81,18 +80,6 @@ class Output:
         if self._open_line:
             click.echo()
             self._open_line = False
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _load(config_path: Path | None) -> Config:
-    try:
-        return load_config(paths.config_path(config_path))
-    except ConfigError as exc:
-        _fail(str(exc))
 
 
 def gateway_url(config: Config) -> str:
@@ -289,13 +276,7 @@ async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) ->
 @click.option("--local", is_flag=True, help="Run in this process instead of via the gateway.")
 @click.option("--url", default=None, help="Gateway WebSocket URL (default: from the config).")
 @click.option("--token", default=None, help="Gateway secret (default: as `gateway token`).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file (default: $OPENCLAW_CONFIG_PATH or ~/.openclaw/openclaw.json).",
-)
+@config_option
 def agent_command(
     message: str,
     agent_id: str | None,
@@ -308,10 +289,10 @@ def agent_command(
 ) -> None:
     """Send one message to an agent and print its reply as it streams."""
     if not message.strip():
-        _fail("--message must not be empty", 2)
+        fail("--message must not be empty", 2)
     if local and (url is not None or token is not None):
-        _fail("--url and --token talk to a gateway; they cannot be used with --local", 2)
-    config = _load(config_path)
+        fail("--url and --token talk to a gateway; they cannot be used with --local", 2)
+    config = load(config_path)
     turn = Turn(message, agent_id, session_key)
     out = Output(as_json)
     try:
@@ -322,8 +303,8 @@ def agent_command(
             result = asyncio.run(run_remote(remote, turn, out))
     except AgentCommandError as exc:
         out.interrupt()
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         out.interrupt()
-        _fail("interrupted", EXIT_INTERRUPTED)
+        fail("interrupted", EXIT_INTERRUPTED)
     out.finish(result)

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
 
 from openclaw import __version__, logs, paths
+from openclaw.cli.common import config_option, fail, load
 from openclaw.config.edit import effective, get_value, parse_value, set_in_file, write_config
-from openclaw.config.loader import load_config, read_raw
+from openclaw.config.loader import read_raw
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError
 from openclaw.gateway.app import bind_host
 from openclaw.gateway.auth import is_loopback_host, resolve_secret
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file (default: $OPENCLAW_CONFIG_PATH or ~/.openclaw/openclaw.json).",
-)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def load(config_path: Path | None) -> Config:
-    try:
-        return load_config(paths.config_path(config_path))
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 def with_overrides(config: Config, *, port: int | None, bind: str | None) -> Config:

@@ -4,10 +4,9 @@ gateway: the index is SQLite in WAL mode and transcripts are append-only)."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
@@ -15,17 +14,13 @@ import orjson
 from openclaw import paths
 from openclaw.agents.history import RESET
 from openclaw.agents.registry import AgentRegistry
+from openclaw.cli.common import fail
 from openclaw.config.loader import load_config
 from openclaw.errors import ConfigError, InvalidRequestError
 from openclaw.gateway.ws_methods import scope_session_key, session_payload
 from openclaw.sessions.keys import normalize_agent_id
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.sessions.store import INDEX_FILENAME, SqliteSessionStore
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _store_exists(state: Path) -> bool:
@@ -112,7 +107,7 @@ def sessions_list(agent_id: str | None, include_all: bool, limit: int, as_json: 
         try:
             agent_id = normalize_agent_id(agent_id)
         except ValueError:
-            _fail("--agent is empty", 2)
+            fail("--agent is empty", 2)
     entries = (
         asyncio.run(_list(state, agent_id, limit, include_all)) if _store_exists(state) else []
     )
@@ -148,17 +143,17 @@ def sessions_show(key: str, limit: int | None, as_json: bool, config_path: Path 
     try:
         config = load_config(paths.config_path(config_path))
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     default_agent = AgentRegistry(config, state).default_id
     try:
         store_key = scope_session_key(key, default_agent, param="KEY")
     except InvalidRequestError as exc:
-        _fail(exc.message, 2)
+        fail(exc.message, 2)
     entry, records = (
         asyncio.run(_history(state, store_key, limit)) if _store_exists(state) else (None, [])
     )
     if entry is None:
-        _fail(f"no session `{store_key}` in {state} (see `openclaw sessions list --all`)")
+        fail(f"no session `{store_key}` in {state} (see `openclaw sessions list --all`)")
     if as_json:
         messages = [r.to_dict() for r in records]
         click.echo(orjson.dumps({"sessionKey": store_key, "messages": messages}).decode())

@@ -92,11 +92,7 @@ def result_payload(result: RunResult) -> dict[str, Any]:
         "sessionKey": result.session_key,
         "agentId": result.agent_id,
         "text": result.text,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": usage.as_dict(),
         "stopReason": result.stop_reason,
         "model": result.model,
     }

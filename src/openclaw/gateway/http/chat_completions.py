@@ -234,7 +234,7 @@ class ChatCompletionsEndpoint:
                         "finish_reason": finish_reason(result),
                     }
                 ],
-                "usage": usage_dict(result),
+                "usage": result.usage.as_dict(),
             }
         )
         await send(
@@ -304,7 +304,7 @@ class ChatCompletionsEndpoint:
                         return
                     tail = chunks.finish(finish_reason(item))
                     if include_usage:
-                        tail += chunks.usage(usage_dict(item))
+                        tail += chunks.usage(item.usage.as_dict())
                     await _body(send, tail + _DONE, more=False)
                     return
         finally:
@@ -377,15 +377,6 @@ def finish_reason(result: RunResult) -> str:
         if result.stop_reason in ("length", "tool_calls", "content_filter")
         else "stop"
     )
-
-
-def usage_dict(result: RunResult) -> dict[str, int]:
-    u = result.usage
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
 
 
 class _Chunks:
