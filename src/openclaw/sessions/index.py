@@ -233,6 +233,10 @@ class SessionIndex:
             params = (agent_id, limit)
         return [_entry(row) for row in self._db.execute(sql, params)]
 
+    def insert_new(self, entry: SessionEntry) -> bool:
+        """Insert ``entry`` if its key is free; whether it was inserted."""
+        return self._db.execute(_INSERT_IGNORE, _row(entry)).rowcount == 1
+
     def append_lines(self, session_id: str, lines: Iterable[bytes]) -> None:
         """Store transcript lines of an ephemeral session."""
         self._db.executemany(

@@ -299,6 +299,9 @@ class SqliteSessionStore:
             for turn in turns:
                 try:
                     now = self._clock()
+                    if turn.ephemeral and self._insert_new(turn, now):
+                        results.append(None)
+                        continue
                     entry = self._idx().get_or_insert(
                         self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)
                     )
@@ -315,6 +318,26 @@ class SqliteSessionStore:
                 except Exception as exc:
                     results.append(exc)
         return results
+
+    def _insert_new(self, turn: Turn, now: float) -> bool:
+        """A per-request session is new by construction: one row insert with its final totals
+        and its lines, instead of look-up, insert, append and update.  False if the key exists."""
+        prompt, completion = turn.usage or (0, 0)
+        entry = SessionEntry(
+            key=turn.key,
+            session_id=str(uuid.uuid4()),
+            agent_id=turn.agent_id,
+            created_at=now,
+            updated_at=now,
+            model=turn.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            ephemeral=True,
+        )
+        if not self._idx().insert_new(entry):
+            return False
+        self._write_records(entry, turn.records)
+        return True
 
     def _write_records(self, entry: SessionEntry, records: Sequence[TranscriptRecord]) -> None:
         """Worker side: ephemeral sessions keep their lines in the index, others in JSONL."""
