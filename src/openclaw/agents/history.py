@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openclaw.providers.base import ChatMessage, ImagePart, TextPart
+from openclaw.providers.base import ChatMessage, ImagePart, TextPart, ToolCall
 from openclaw.providers.tokens import TOKENS_PER_MESSAGE, estimate_tokens
 from openclaw.sessions.models import TranscriptRecord
 
@@ -55,17 +55,25 @@ def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
                 if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
             ]
             continue
-        if rec.role not in ("user", "assistant"):
-            continue
         text = _record_text(rec.content)
-        if not text:
-            continue
-        out.append(ChatMessage(role="user" if rec.role == "user" else "assistant", content=text))
+        if rec.role == "tool":
+            out.append(ChatMessage(role="tool", content=text, tool_call_id=meta.get("toolCallId")))
+        elif rec.role == "assistant" and meta.get("toolCalls"):
+            calls = tuple(
+                ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                for c in meta["toolCalls"]
+            )
+            out.append(ChatMessage(role="assistant", content=text, tool_calls=calls))
+        elif rec.role in ("user", "assistant") and text:
+            out.append(
+                ChatMessage(role="user" if rec.role == "user" else "assistant", content=text)
+            )
     return out
 
 
 def _key(msg: ChatMessage) -> tuple[str, str]:
-    return msg.role, " ".join(msg.text.split())
+    calls = "".join(f"|{c.name}({c.arguments})" for c in msg.tool_calls)
+    return msg.role, " ".join(msg.text.split()) + calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +129,8 @@ def apply_budget(
                 break
             cut = i
         kept = kept[cut:]
-    while kept and kept[0].role == "assistant":
+    # History must start at a user turn (never mid tool-exchange or with a reply).
+    while kept and kept[0].role != "user":
         kept.pop(0)
     return kept
 

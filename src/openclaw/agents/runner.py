@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from openclaw.agents.events import AgentEvent, EventBus, Stream
 from openclaw.agents.history import (
@@ -43,6 +44,8 @@ from openclaw.providers.base import (
     SamplingParams,
     StopReason,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from openclaw.providers.registry import ProviderRegistry
@@ -79,6 +82,8 @@ class RunParams:
     run_id: str = field(default_factory=new_run_id)
     # A caller that must name the per-request session before the run (to echo it) makes it.
     ephemeral_key: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class RunResult:
     usage: Usage
     stop_reason: StopReason
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class _SessionLocks:
@@ -187,7 +193,7 @@ class AgentRunner:
 
     async def stream(
         self, params: RunParams, *, deltas: bool = True
-    ) -> AsyncGenerator[TextDelta | RunResult, None]:
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         """Text deltas as they come, then the ``RunResult``."""
         agent, key, ephemeral = self.resolve(params)
         while len(self._writes) >= MAX_PENDING_WRITES:
@@ -208,7 +214,7 @@ class AgentRunner:
 
     async def _run_locked(
         self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
-    ) -> AsyncGenerator[TextDelta | RunResult, None]:
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         run_id = params.run_id
         started = time.time()
         stored: list[ChatMessage] = []
@@ -238,16 +244,28 @@ class AgentRunner:
         messages.extend(history)
         messages.append(params.message)
         refs = [agent.model.primary, *agent.model.fallbacks]
-        if params.message.has_images:
+        if params.message.has_images or params.tools:
             provider, model, _ = self.providers.resolve(refs[0])
-            if not provider.supports_images(model):
+            if params.message.has_images and not provider.supports_images(model):
                 raise UnsupportedError(
                     f"The model `{refs[0]}` of agent `{agent.id}` cannot take images.",
                     param="messages",
                 )
+            if params.tools and not provider.supports_tools(model):
+                raise UnsupportedError(
+                    f"The model `{refs[0]}` of agent `{agent.id}` cannot call client tools.",
+                    param="tools",
+                )
 
         self._emit(run_id, key, "lifecycle", {"phase": "start", "agentId": agent.id})
-        request = ModelRequest(model="", messages=messages, sampling=params.sampling)
+        request = ModelRequest(
+            model="",
+            messages=messages,
+            sampling=params.sampling,
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+        )
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
         parts: list[str] = []
         usage: Usage | None = None
         stop: StopReason = "stop"
@@ -265,6 +283,11 @@ class AgentRunner:
                     if isinstance(event, TextDelta):
                         parts.append(event.text)
                         self._emit(run_id, key, "assistant", {"delta": event.text})
+                    elif isinstance(event, ToolCallDelta):
+                        call = calls.setdefault(event.index, ["", "", ""])
+                        call[0] = event.id or call[0]
+                        call[1] = event.name or call[1]
+                        call[2] += event.arguments
                     elif isinstance(event, Usage):
                         usage = event
                     elif isinstance(event, Finished):
@@ -284,7 +307,7 @@ class AgentRunner:
                     except StopAsyncIteration:
                         break
                     take(event)
-                    if isinstance(event, TextDelta):
+                    if isinstance(event, TextDelta | ToolCallDelta):
                         yield event
             text = "".join(parts)
             if usage is None:
@@ -302,6 +325,9 @@ class AgentRunner:
             raise
         finally:
             text = "".join(parts)
+            tool_calls = tuple(
+                ToolCall(c[0] or f"call_{i}", c[1], c[2]) for i, c in sorted(calls.items())
+            )
             final_stop: StopReason = (
                 stop if outcome == "done" else ("aborted" if outcome == "aborted" else "error")
             )
@@ -313,6 +339,7 @@ class AgentRunner:
                 merged.diverged,
                 history,
                 text,
+                tool_calls,
                 usage,
                 final_stop,
                 used_ref,
@@ -328,7 +355,7 @@ class AgentRunner:
                 self._emit(run_id, key, "usage", usage.as_dict())
             self._emit(run_id, key, "lifecycle", data)
         assert usage is not None
-        yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref)
+        yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref, tool_calls)
 
     def _emit(self, run_id: str, key: str, stream: Stream, data: Mapping[str, object]) -> None:
         if self.bus.has_listeners(run_id):
@@ -343,6 +370,7 @@ class AgentRunner:
         diverged: bool,
         history: list[ChatMessage],
         text: str,
+        tool_calls: tuple[ToolCall, ...],
         usage: Usage | None,
         stop: StopReason,
         ref: str,
@@ -356,15 +384,19 @@ class AgentRunner:
         records: list[TranscriptRecord] = []
         if diverged:
             records.append(reset_record(history, started, run_id))
+        tool_call_id = params.message.tool_call_id
         records.append(
             TranscriptRecord(
                 role=params.message.role,
                 content=record_content(params.message),
                 timestamp=started,
                 run_id=run_id,
+                meta={"toolCallId": tool_call_id} if tool_call_id else None,
             )
         )
         meta: dict[str, object] = {}
+        if tool_calls:
+            meta["toolCalls"] = [call.as_dict() for call in tool_calls]
         if usage is not None and usage.estimated:
             meta["usageEstimated"] = True
         if error is not None:

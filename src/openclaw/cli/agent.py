@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from openclaw import __version__, paths
-from openclaw.agents.runner import RunParams
+from openclaw.agents.runner import RunParams, RunResult
 from openclaw.cli.common import config_option, fail, load
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, OpenClawError
@@ -249,7 +249,7 @@ async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) ->
             async for item in items:
                 if isinstance(item, TextDelta):
                     out.delta(item.text)
-                else:
+                elif isinstance(item, RunResult):
                     return result_payload(item)
         raise AgentCommandError("the run ended without a result")
     except OpenClawError as exc:

@@ -38,11 +38,34 @@ class ImagePartIn(_Wire):
 ContentPartIn = Annotated[TextPartIn | ImagePartIn, Field(discriminator="type")]
 
 
+class FunctionCallIn(_Wire):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCallIn(_Wire):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class MessageIn(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: StrictStr | list[ContentPartIn] | None = None
     name: StrictStr | None = None
     tool_call_id: StrictStr | None = None
+    tool_calls: list[ToolCallIn] | None = None
+
+
+class FunctionDefIn(_Wire):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolIn(_Wire):
+    type: Literal["function"]
+    function: FunctionDefIn
 
 
 class StreamOptions(_Wire):
@@ -65,6 +88,8 @@ class ChatCompletionRequest(_Wire):
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     response_format: dict[str, Any] | None = None
     user: StrictStr | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
 
 
 _RANGES = {

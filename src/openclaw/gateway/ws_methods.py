@@ -195,7 +195,7 @@ async def stream_run(
             async for item in items:
                 if isinstance(item, TextDelta):
                     await emit("assistant", {"delta": item.text})
-                else:
+                elif isinstance(item, RunResult):
                     result = item
     except (WebSocketDisconnect, WebSocketDisconnected):
         # A send failed: the client is gone, so there is no one to tell about it.

@@ -107,6 +107,9 @@ class AnthropicProvider(HttpProviderBase):
         self._headers = headers
         self._max_tokens = {m.id: m.max_tokens for m in cfg.models if m.max_tokens}
 
+    def supports_tools(self, model: str) -> bool:
+        return False
+
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:

@@ -31,11 +31,29 @@ ContentPart = TextPart | ImagePart
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked the client to make; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The OpenAI ``tool_calls`` item."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str | tuple[ContentPart, ...]
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def text(self) -> str:
@@ -70,6 +88,9 @@ class ModelRequest:
     model: str
     messages: Sequence[ChatMessage]
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Client tools (OpenAI function definitions), passed through to models that take them.
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +119,22 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the tool call at ``index``: the first piece carries id and name, the rest
+    continue its arguments (a non-streaming answer sends each call whole, in one piece)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     stop_reason: StopReason
 
 
-ProviderEvent = TextDelta | Usage | Finished
+ProviderEvent = TextDelta | ToolCallDelta | Usage | Finished
 
 
 class Provider(Protocol):
@@ -113,6 +145,8 @@ class Provider(Protocol):
     name: str
 
     def supports_images(self, model: str) -> bool: ...
+
+    def supports_tools(self, model: str) -> bool: ...
 
     def stream(
         self, request: ModelRequest, *, deltas: bool = True

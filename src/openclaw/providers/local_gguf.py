@@ -112,6 +112,9 @@ class LocalGgufProvider:
     def supports_images(self, model: str) -> bool:
         return False
 
+    def supports_tools(self, model: str) -> bool:
+        return False
+
     def _load_sync(self) -> Any:
         started = time.perf_counter()
         path = ensure_model_file(self.path)

@@ -20,6 +20,7 @@ from openclaw.providers.base import (
     StopReason,
     TextDelta,
     TextPart,
+    ToolCallDelta,
     Usage,
 )
 from openclaw.providers.http import (
@@ -56,6 +57,10 @@ def wire_message(msg: ChatMessage) -> dict[str, Any]:
         out["name"] = msg.name
     if msg.tool_call_id:
         out["tool_call_id"] = msg.tool_call_id
+    if msg.tool_calls:
+        out["tool_calls"] = [call.as_dict() for call in msg.tool_calls]
+        if not out["content"]:
+            out["content"] = None
     return out
 
 
@@ -82,6 +87,10 @@ def request_body(req: ModelRequest, *, stream: bool) -> bytes:
             body[key] = value
     if s.stop:
         body["stop"] = list(s.stop)
+    if req.tools:
+        body["tools"] = list(req.tools)
+        if req.tool_choice is not None:
+            body["tool_choice"] = req.tool_choice
     return orjson.dumps(body)
 
 
@@ -98,6 +107,9 @@ def _usage(data: Any) -> Usage | None:
 class OpenAICompatProvider(HttpProviderBase):
     """Streams from ``<baseUrl>/chat/completions``; a non-streaming call when the caller needs no
     deltas (one JSON document is cheaper than parsing an event stream)."""
+
+    def supports_tools(self, model: str) -> bool:
+        return True
 
     def __init__(self, name: str, cfg: ProviderConfig) -> None:
         super().__init__(name, cfg)
@@ -132,11 +144,17 @@ class OpenAICompatProvider(HttpProviderBase):
             data = orjson.loads(body)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
+            calls = choice["message"].get("tool_calls") or ()
+            deltas = [
+                ToolCallDelta(i, c.get("id"), c["function"]["name"], c["function"]["arguments"])
+                for i, c in enumerate(calls)
+            ]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamError(f"{label}: malformed response from the upstream") from None
         events: list[ProviderEvent] = []
         if text:
             events.append(TextDelta(text))
+        events.extend(deltas)
         usage = _usage(data.get("usage"))
         if usage is not None:
             events.append(usage)
@@ -165,6 +183,14 @@ class OpenAICompatProvider(HttpProviderBase):
                 content = delta.get("content")
                 if content:
                     yield TextDelta(content)
+                for call in delta.get("tool_calls") or ():
+                    fn = call.get("function") or {}
+                    yield ToolCallDelta(
+                        int(call.get("index", 0)),
+                        call.get("id"),
+                        fn.get("name"),
+                        fn.get("arguments") or "",
+                    )
                 reason = choice.get("finish_reason")
                 if reason:
                     finish = _FINISH.get(reason, "stop")

@@ -34,6 +34,8 @@ from openclaw.providers.base import (
     SamplingParams,
     TextDelta,
     TextPart,
+    ToolCall,
+    ToolCallDelta,
 )
 from openclaw.sessions.keys import ephemeral_key, is_valid_key, scope_key, user_key
 
@@ -167,10 +169,17 @@ class ChatCompletionsEndpoint:
             text = _text_of(msg)
             if not text and isinstance(msg.content, list):
                 text = IMAGE_ONLY_TEXT
-            if text:
+            calls = tuple(
+                ToolCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or ()
+            )
+            if text or calls or msg.role in ("tool", "function"):
                 history.append(
                     ChatMessage(
-                        role=_role(msg), content=text, name=msg.name, tool_call_id=msg.tool_call_id
+                        role=_role(msg),
+                        content=text,
+                        name=msg.name,
+                        tool_call_id=msg.tool_call_id,
+                        tool_calls=calls,
                     )
                 )
         message = await self._active_message(active)
@@ -185,6 +194,8 @@ class ChatCompletionsEndpoint:
             ephemeral_key=ephemeral,
             history=history,
             extra_system_prompt="\n\n".join(system) or None,
+            tools=tuple(t.model_dump(exclude_unset=True) for t in req.tools or ()),
+            tool_choice=req.tool_choice if req.tools else None,
             sampling=SamplingParams(
                 temperature=req.temperature,
                 top_p=req.top_p,
@@ -218,8 +229,15 @@ class ChatCompletionsEndpoint:
         self, req: ChatCompletionRequest, params: RunParams, headers: dict[str, str], send: Send
     ) -> None:
         result = await self.gw.runtime.runner.run(params)
-        if not result.text:
+        if not result.text and not result.tool_calls:
             raise UpstreamError("The model returned an empty reply.", code="empty_response")
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": result.text or (None if result.tool_calls else ""),
+            "refusal": None,
+        }
+        if result.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in result.tool_calls]
         body = orjson.dumps(
             {
                 "id": completion_id(),
@@ -229,7 +247,7 @@ class ChatCompletionsEndpoint:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": result.text, "refusal": None},
+                        "message": message,
                         "logprobs": None,
                         "finish_reason": finish_reason(result),
                     }
@@ -295,8 +313,10 @@ class ChatCompletionsEndpoint:
                     await start()
                 if isinstance(item, TextDelta):
                     await _body(send, chunks.content(item.text))
+                elif isinstance(item, ToolCallDelta):
+                    await _body(send, chunks.tool_call(item))
                 elif isinstance(item, RunResult):
-                    if not item.text:
+                    if not item.text and not item.tool_calls:
                         err = UpstreamError(
                             "The model returned an empty reply.", code="empty_response"
                         )
@@ -399,6 +419,22 @@ class _Chunks:
 
     def content(self, text: str) -> bytes:
         return self._content_prefix + orjson.dumps(text) + self._content_suffix
+
+    def tool_call(self, delta: ToolCallDelta) -> bytes:
+        call: dict[str, Any] = {"index": delta.index}
+        if delta.id:
+            call["id"] = delta.id
+            call["type"] = "function"
+        fn: dict[str, str] = {"arguments": delta.arguments}
+        if delta.name:
+            fn["name"] = delta.name
+        call["function"] = fn
+        return (
+            self._head
+            + b',"choices":[{"index":0,"delta":{"tool_calls":['
+            + orjson.dumps(call)
+            + b']},"logprobs":null,"finish_reason":null}]}\n\n'
+        )
 
     def finish(self, reason: str) -> bytes:
         return (
