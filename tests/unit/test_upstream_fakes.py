@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.upstream import (
     HttpError,
     StreamAbort,
     StreamError,
+    ToolCalls,
     running_upstream,
     slow_stream,
 )
@@ -221,6 +223,179 @@ def test_stream_error_event_after_chunks_raises_in_sdk(
     assert upstream.disconnects == []
 
 
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+TWO_CALLS = ToolCalls(
+    calls=(("get_weather", '{"city": "Paris"}'), ("get_time", '{"tz": "Europe/Paris"}')),
+    text="Let me check.",
+)
+
+
+def test_openai_tool_calls_non_stream(upstream: FakeUpstream, client: openai.OpenAI) -> None:
+    upstream.script(ToolCalls(), TWO_CALLS)
+    r = client.chat.completions.create(
+        model="m", messages=user("weather in Paris?"), tools=TOOLS, tool_choice="auto"
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.role == "assistant"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None
+    [call] = choice.message.tool_calls
+    assert call.id == "call_0" and call.type == "function"
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == '{"city": "Paris"}'
+    assert r.usage is not None
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (3, 1)
+    assert upstream.requests[0].body["tools"] == TOOLS
+    assert upstream.requests[0].body["tool_choice"] == "auto"
+
+    r = client.chat.completions.create(model="m", messages=user("q"), tools=TOOLS)
+    message = r.choices[0].message
+    assert message.content == "Let me check."
+    assert message.tool_calls is not None
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [
+        ("call_0", "get_weather", '{"city": "Paris"}'),
+        ("call_1", "get_time", '{"tz": "Europe/Paris"}'),
+    ]
+    assert r.usage is not None and r.usage.completion_tokens == 2 + 3
+
+
+@pytest.mark.parametrize("behaviour", [ToolCalls(), TWO_CALLS])
+def test_openai_tool_calls_stream(
+    upstream: FakeUpstream, client: openai.OpenAI, behaviour: ToolCalls
+) -> None:
+    upstream.script(behaviour)
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=user("q"),
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert upstream.requests[0].body["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "get_weather"},
+    }
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ("" if behaviour.text else None)
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-2].choices[0].delta.tool_calls is None
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(behaviour.calls) + (
+        len(behaviour.text.split()) if behaviour.text else 0
+    )
+    deltas = [c.choices[0].delta for c in chunks[1:-2]]
+    text = "".join(d.content or "" for d in deltas)
+    assert text == (behaviour.text or "")
+
+    # Reassemble the calls the way a client does: by index.
+    calls: dict[int, dict[str, Any]] = {}
+    for d in deltas:
+        if d.tool_calls is None:
+            assert d.content
+            continue
+        [piece] = d.tool_calls
+        assert piece.function is not None
+        if piece.index not in calls:  # the first chunk of a call: id, type, name
+            assert piece.id == f"call_{piece.index}" and piece.type == "function"
+            assert piece.function.arguments == ""
+            calls[piece.index] = {"name": piece.function.name, "arguments": "", "pieces": 0}
+        else:
+            assert piece.id is None and piece.type is None and piece.function.name is None
+            calls[piece.index]["arguments"] += piece.function.arguments
+            calls[piece.index]["pieces"] += 1
+    assert [(c["name"], c["arguments"]) for _, c in sorted(calls.items())] == list(behaviour.calls)
+    assert all(c["pieces"] == 3 for c in calls.values())
+
+
+def test_tool_calls_arguments_pieces_on_the_wire(upstream: FakeUpstream) -> None:
+    """Raw SSE: the exact OpenAI streaming shape (no usage chunk without include_usage)."""
+    upstream.script(ToolCalls(calls=(("f", "{}"),)))
+    conn = http.client.HTTPConnection("127.0.0.1", upstream.port, timeout=5)
+    try:
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=orjson.dumps({"model": "m", "messages": user("q"), "stream": True}),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        raw = resp.read().decode()
+    finally:
+        conn.close()
+    datas = [block.removeprefix("data: ") for block in raw.split("\n\n")[:-1]]
+    assert datas[-1] == "[DONE]"
+    events = [orjson.loads(d) for d in datas[:-1]]
+    assert [e["choices"][0]["delta"] for e in events] == [
+        {"role": "assistant", "content": None},
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]},
+        {},
+    ]
+    assert [e["choices"][0]["finish_reason"] for e in events] == [None] * 4 + ["tool_calls"]
+    assert all("usage" not in e for e in events)
+
+
+def test_tool_result_is_echoed(upstream: FakeUpstream, client: openai.OpenAI) -> None:
+    messages: list[Any] = [
+        {"role": "user", "content": "weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny, 21 C"},
+    ]
+    r = client.chat.completions.create(model="m", messages=messages, tools=TOOLS)
+    assert r.choices[0].message.content == "Echo: tool sunny, 21 C"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage is not None and r.usage.prompt_tokens == 3 + 3
+    streamed = client.chat.completions.create(model="m", messages=messages, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == "Echo: tool sunny, 21 C"
+    # A user message after the tool result is echoed as before.
+    messages.append({"role": "user", "content": "thanks"})
+    r = client.chat.completions.create(model="m", messages=messages)
+    assert r.choices[0].message.content == "Echo: thanks"
+
+
+def test_tool_calls_validates_calls() -> None:
+    assert ToolCalls(calls=[["f", "{}"]]).calls == (("f", "{}"),)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ToolCalls(calls=(("f",),))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ToolCalls(calls=(("f", {"a": 1}),))  # type: ignore[arg-type]
+
+
 # ---- raw HTTP: error formats, Anthropic, drops ---------------------------------------------
 
 
@@ -367,6 +542,120 @@ async def test_anthropic_non_stream_max_tokens_and_validation(upstream: FakeUpst
         ) as r:
             assert r.status == 401
             assert (await r.json())["error"]["type"] == "authentication_error"
+
+
+ANTHROPIC_HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+
+
+async def test_anthropic_tool_use_non_stream(upstream: FakeUpstream) -> None:
+    upstream.script(ToolCalls(), TWO_CALLS, ToolCalls(calls=(("f", "[1]"),)))
+    url = f"{upstream.root_url}/v1/messages"
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    request = {"model": "c", "max_tokens": 1, "messages": user("q"), "tools": tools}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json=request, headers=ANTHROPIC_HEADERS) as r:
+            assert r.status == 200
+            msg = await r.json()
+        assert msg["content"] == [
+            {"type": "tool_use", "id": "toolu_0", "name": "get_weather", "input": {"city": "Paris"}}
+        ]
+        assert msg["stop_reason"] == "tool_use"
+        assert msg["usage"] == {"input_tokens": 1, "output_tokens": 1}
+        assert upstream.requests[0].body["tools"] == tools
+
+        async with s.post(url, json=request, headers=ANTHROPIC_HEADERS) as r:
+            msg = await r.json()
+        assert msg["content"] == [
+            {"type": "text", "text": "Let me check."},
+            {
+                "type": "tool_use",
+                "id": "toolu_0",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            },
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "get_time",
+                "input": {"tz": "Europe/Paris"},
+            },
+        ]
+        assert msg["usage"]["output_tokens"] == 5
+
+        async with s.post(url, json=request, headers=ANTHROPIC_HEADERS) as r:
+            assert r.status == 500
+            err = await r.json()
+        assert err["error"]["type"] == "api_error"
+        assert "not a JSON object" in err["error"]["message"]
+
+
+async def test_anthropic_tool_use_stream(upstream: FakeUpstream) -> None:
+    upstream.script(TWO_CALLS)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{upstream.root_url}/v1/messages",
+            json={"model": "c", "max_tokens": 9, "messages": user("q"), "stream": True},
+            headers=ANTHROPIC_HEADERS,
+        ) as r,
+    ):
+        assert r.status == 200
+        events = await sse_events(r)
+    assert all(data["type"] == name for name, data in events)
+    names = [n for n, _ in events]
+    block = ["content_block_start", *["content_block_delta"] * 3, "content_block_stop"]
+    end = ["message_delta", "message_stop"]
+    assert names == ["message_start", block[0], "ping", *block[1:], *block, *block, *end]
+    starts = [d for n, d in events if n == "content_block_start"]
+    assert [(d["index"], d["content_block"]) for d in starts] == [
+        (0, {"type": "text", "text": ""}),
+        (1, {"type": "tool_use", "id": "toolu_0", "name": "get_weather", "input": {}}),
+        (2, {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}),
+    ]
+    deltas = [d for n, d in events if n == "content_block_delta"]
+    assert [d["delta"]["type"] for d in deltas] == ["text_delta"] * 3 + ["input_json_delta"] * 6
+    assert "".join(d["delta"]["text"] for d in deltas[:3]) == "Let me check."
+    for index, arguments in ((1, '{"city": "Paris"}'), (2, '{"tz": "Europe/Paris"}')):
+        pieces = [d["delta"]["partial_json"] for d in deltas if d["index"] == index]
+        assert len(pieces) == 3 and "".join(pieces) == arguments
+    assert [d["index"] for n, d in events if n == "content_block_stop"] == [0, 1, 2]
+    assert events[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[-2][1]["usage"] == {"output_tokens": 5}
+
+
+def test_anthropic_tool_result_is_echoed_over_http_client(upstream: FakeUpstream) -> None:
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_0", "name": "w", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_0",
+                    "content": [{"type": "text", "text": "rainy"}],
+                }
+            ],
+        },
+    ]
+    conn = http.client.HTTPConnection("127.0.0.1", upstream.port, timeout=5)
+    try:
+        conn.request(
+            "POST",
+            "/v1/messages",
+            body=orjson.dumps({"model": "c", "max_tokens": 9, "messages": messages}),
+            headers={**ANTHROPIC_HEADERS, "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        msg = orjson.loads(resp.read())
+    finally:
+        conn.close()
+    assert msg["content"] == [{"type": "text", "text": "Echo: tool rainy"}]
+    assert msg["stop_reason"] == "end_turn"
 
 
 async def test_drop_closes_without_response(upstream: FakeUpstream) -> None:

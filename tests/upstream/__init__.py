@@ -12,6 +12,7 @@ from tests.upstream.server import (
     RecordedRequest,
     StreamAbort,
     StreamError,
+    ToolCalls,
     running_upstream,
     slow_stream,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "RecordedRequest",
     "StreamAbort",
     "StreamError",
+    "ToolCalls",
     "running_upstream",
     "slow_stream",
 ]

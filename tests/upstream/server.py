@@ -19,6 +19,9 @@ Behaviours (frozen dataclasses):
 ``Answer(text=None, first_token_delay=0, chunk_delay=0, no_usage=False)``
     The normal answer: ``"Echo: " + <text of the last user message>`` (text parts of a content
     array joined with a space, plus ``" [images: N]"`` if it has image parts), or ``text``.
+    When the last message is a tool result -- OpenAI: a ``role: "tool"`` message; Anthropic: a
+    user message with ``tool_result`` blocks -- it is ``"Echo: tool " + <its text>`` instead
+    (the last tool_result block's text; text parts joined with a space).
     Streaming sends one SSE event per word (the word with its following whitespace); headers and
     the role chunk (OpenAI) / ``message_start`` (Anthropic) go out at once, then
     ``first_token_delay``, then the content chunks ``chunk_delay`` apart.  Non-streaming waits
@@ -44,6 +47,26 @@ Behaviours (frozen dataclasses):
     for the status on each API.  Constructors: ``HttpError.context_length_exceeded()``,
     ``.unauthorized()``, ``.rate_limited(retry_after=1)``, ``.server_error()``,
     ``.unavailable()``, ``.overloaded()``.
+``ToolCalls(calls=(("get_weather", '{"city": "Paris"}'),), text=None)``
+    Answer with tool calls: ``calls`` is ``((function_name, arguments_json), ...)``; ``text`` is
+    optional content sent before them.  Call ``i`` (0-based) has the id ``"call_<i>"`` (OpenAI) /
+    ``"toolu_<i>"`` (Anthropic), in every response.  Usage: completion/output tokens = number
+    of calls + words of ``text``; never truncated by ``max_tokens``.
+    OpenAI non-streaming: ``message = {"role": "assistant", "content": text or None,
+    "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}, ...]}``,
+    ``finish_reason: "tool_calls"``.  Streaming: the role chunk (``content`` ``""`` with text,
+    else null), the text's word chunks, then per call one chunk ``{"tool_calls": [{"index": i,
+    "id", "type": "function", "function": {"name", "arguments": ""}}]}`` followed by the
+    arguments in up to 3 pieces ``{"tool_calls": [{"index": i, "function": {"arguments":
+    piece}}]}``; then the empty-delta ``finish_reason: "tool_calls"`` chunk, the usage chunk
+    (with include_usage) and ``[DONE]``.
+    Anthropic: a text block (if ``text``) then ``{"type": "tool_use", "id", "name", "input":
+    <parsed arguments>}`` blocks, ``stop_reason: "tool_use"`` (a non-streaming request whose
+    arguments are not a JSON object gets a 500).  Streaming: per block ``content_block_start``
+    (tool_use with ``input: {}``), ``content_block_delta`` events (``text_delta`` per word /
+    ``{"type": "input_json_delta", "partial_json": piece}``), ``content_block_stop``; then
+    ``message_delta`` (``stop_reason: "tool_use"``) and ``message_stop``.
+    The request's ``tools`` / ``tool_choice`` are simply in the recorded body.
 ``Drop()``
     Close the connection without any response.
 ``Hang()``
@@ -85,6 +108,7 @@ __all__ = [
     "RecordedRequest",
     "StreamAbort",
     "StreamError",
+    "ToolCalls",
     "running_upstream",
     "slow_stream",
 ]
@@ -226,6 +250,20 @@ class HttpError:
 
 
 @dataclass(frozen=True)
+class ToolCalls:
+    """Answer with tool calls ``((name, arguments_json), ...)``; see the module docstring."""
+
+    calls: tuple[tuple[str, str], ...] = (("get_weather", '{"city": "Paris"}'),)
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        calls = tuple(tuple(c) for c in self.calls)
+        if not all(len(c) == 2 and all(isinstance(x, str) for x in c) for c in calls):
+            raise TypeError(f"ToolCalls.calls must be (name, arguments_json) pairs: {self.calls!r}")
+        object.__setattr__(self, "calls", calls)
+
+
+@dataclass(frozen=True)
 class Drop:
     """Close the TCP connection without sending any response."""
 
@@ -235,8 +273,8 @@ class Hang:
     """Never answer (sleep until the client disconnects or the server stops)."""
 
 
-Behaviour = Answer | HttpError | Drop | Hang
-_BEHAVIOUR_TYPES = (Answer, HttpError, Drop, Hang)
+Behaviour = Answer | ToolCalls | HttpError | Drop | Hang
+_BEHAVIOUR_TYPES = (Answer, ToolCalls, HttpError, Drop, Hang)
 
 
 def slow_stream(chunks: int = 200, delay: float = 0.05, **kw: Any) -> Answer:
@@ -320,7 +358,24 @@ def _count_words(messages: list[Any], system: Any = None) -> int:
     return n
 
 
+def _tool_result_echo(last: Any) -> str | None:
+    """``"Echo: tool ..."`` when the last message is a tool result (either API), else None."""
+    if not isinstance(last, dict):
+        return None
+    content = last.get("content")
+    if last.get("role") == "tool":
+        return "Echo: tool " + " ".join(_texts(content))
+    if last.get("role") == "user" and isinstance(content, list):
+        results = [p for p in content if isinstance(p, dict) and p.get("type") == "tool_result"]
+        if results:
+            return "Echo: tool " + " ".join(_texts(results[-1].get("content")))
+    return None
+
+
 def _echo(messages: list[Any]) -> str:
+    tool = _tool_result_echo(messages[-1]) if messages else None
+    if tool is not None:
+        return tool
     for m in reversed(messages):
         if isinstance(m, dict) and m.get("role") == "user":
             content = m.get("content")
@@ -335,6 +390,12 @@ def _echo(messages: list[Any]) -> str:
             images = sum(1 for p in parts if p.get("type") in _IMAGE_TYPES)
             return "Echo: " + text + (f" [images: {images}]" if images else "")
     return "Echo: "
+
+
+def _split_arguments(arguments: str) -> list[str]:
+    """Tool-call arguments in 3 pieces (fewer when shorter than 3 characters, none if empty)."""
+    n = min(3, len(arguments))
+    return [arguments[len(arguments) * k // n : len(arguments) * (k + 1) // n] for k in range(n)]
 
 
 def _limit(body: Mapping[str, Any], *keys: str) -> int | None:
@@ -685,6 +746,8 @@ class FakeUpstream:
             return web.Response()  # never sent: the transport is closing
         if isinstance(b, Hang):
             await _forever()
+        if isinstance(b, ToolCalls):
+            return None
         assert isinstance(b, Answer)
         if not ex.stream:
             if b.first_token_delay > 0:
@@ -741,6 +804,8 @@ class FakeUpstream:
         if early is not None:
             return early
         b = ex.behaviour
+        if isinstance(b, ToolCalls):
+            return await self._openai_tool_calls(ex, b)
         assert isinstance(b, Answer)
         body: dict[str, Any] = ex.record.body
         messages: list[Any] = body["messages"]
@@ -827,6 +892,94 @@ class FakeUpstream:
         await ex.resp.write_eof()
         return ex.resp
 
+    async def _openai_tool_calls(self, ex: _Exchange, b: ToolCalls) -> web.StreamResponse:
+        body: dict[str, Any] = ex.record.body
+        model = body.get("model") or self.models[0]
+        words = _split_words(b.text) if b.text else []
+        prompt_tokens = _count_words(body["messages"])
+        completion_tokens = len(b.calls) + len(words)
+        cid = self._new_id("chatcmpl-fake")
+        created = int(time.time())
+
+        if not ex.stream:
+            calls = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+                for i, (name, arguments) in enumerate(b.calls)
+            ]
+            message = {"role": "assistant", "content": b.text or None, "tool_calls": calls}
+            out: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": _openai_usage(prompt_tokens, completion_tokens),
+            }
+            return _json(200, out)
+
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            c: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                ],
+            }
+            if include_usage:
+                c["usage"] = None
+            return _sse(c)
+
+        await self._start_stream(ex)
+        await ex.write(chunk({"role": "assistant", "content": "" if words else None}))
+        for word in words:
+            await ex.write(chunk({"content": word}))
+            ex.chunks += 1
+        for i, (name, arguments) in enumerate(b.calls):
+            first = {
+                "index": i,
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            await ex.write(chunk({"tool_calls": [first]}))
+            ex.chunks += 1
+            for piece in _split_arguments(arguments):
+                await ex.write(
+                    chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                )
+                ex.chunks += 1
+        await ex.write(chunk({}, "tool_calls"))
+        if include_usage:
+            usage = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _openai_usage(prompt_tokens, completion_tokens),
+            }
+            await ex.write(_sse(usage))
+        await ex.write(b"data: [DONE]\n\n")
+        assert ex.resp is not None
+        await ex.resp.write_eof()
+        return ex.resp
+
     # ---- Anthropic --------------------------------------------------------------------------
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
@@ -853,6 +1006,8 @@ class FakeUpstream:
         if early is not None:
             return early
         b = ex.behaviour
+        if isinstance(b, ToolCalls):
+            return await self._anthropic_tool_calls(ex, b)
         assert isinstance(b, Answer)
         body: dict[str, Any] = ex.record.body
         messages: list[Any] = body["messages"]
@@ -936,6 +1091,93 @@ class FakeUpstream:
                 + _event(b"message_delta", message_delta)
                 + _event(b"message_stop", {"type": "message_stop"})
             )
+        assert ex.resp is not None
+        await ex.resp.write_eof()
+        return ex.resp
+
+    async def _anthropic_tool_calls(self, ex: _Exchange, b: ToolCalls) -> web.StreamResponse:
+        body: dict[str, Any] = ex.record.body
+        model = body.get("model") or self.models[0]
+        words = _split_words(b.text) if b.text else []
+        input_tokens = _count_words(body["messages"], body.get("system"))
+        output_tokens = len(b.calls) + len(words)
+        mid = self._new_id("msg_fake")
+
+        if not ex.stream:
+            content: list[dict[str, Any]] = [{"type": "text", "text": b.text}] if b.text else []
+            for i, (name, arguments) in enumerate(b.calls):
+                try:
+                    parsed = orjson.loads(arguments)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    err = HttpError(500, f"ToolCalls: arguments of {name!r} are not a JSON object")
+                    return _json(500, err.anthropic_body())
+                content.append(
+                    {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": parsed}
+                )
+            out: dict[str, Any] = {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use",
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            }
+            return _json(200, out)
+
+        message: dict[str, Any] = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        }
+        await self._start_stream(ex)
+        await ex.write(_event(b"message_start", {"type": "message_start", "message": message}))
+        index = 0
+
+        async def block(start: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+            nonlocal index
+            head = {"type": "content_block_start", "index": index, "content_block": start}
+            await ex.write(
+                _event(b"content_block_start", head)
+                + (_event(b"ping", {"type": "ping"}) if index == 0 else b"")
+            )
+            for delta in deltas:
+                event = {"type": "content_block_delta", "index": index, "delta": delta}
+                await ex.write(_event(b"content_block_delta", event))
+                ex.chunks += 1
+            stop = {"type": "content_block_stop", "index": index}
+            await ex.write(_event(b"content_block_stop", stop))
+            index += 1
+
+        if words:
+            await block(
+                {"type": "text", "text": ""}, [{"type": "text_delta", "text": w} for w in words]
+            )
+        for i, (name, arguments) in enumerate(b.calls):
+            await block(
+                {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}},
+                [
+                    {"type": "input_json_delta", "partial_json": piece}
+                    for piece in _split_arguments(arguments)
+                ],
+            )
+        message_delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": output_tokens},
+        }
+        await ex.write(
+            _event(b"message_delta", message_delta)
+            + _event(b"message_stop", {"type": "message_stop"})
+        )
         assert ex.resp is not None
         await ex.resp.write_eof()
         return ex.resp
