@@ -966,7 +966,7 @@ class FakeUpstream:
                 ex.chunks += 1
         await ex.write(chunk({}, "tool_calls"))
         if include_usage:
-            usage = {
+            usage: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
