@@ -232,3 +232,64 @@ async def test_offline_model_cancellation_and_queueing(tmp_path: Path) -> None:
 
 async def _collect(provider: LocalGgufProvider, request: ModelRequest) -> str:
     return "".join([e.text async for e in provider.stream(request) if isinstance(e, TextDelta)])
+
+
+def test_anthropic_tool_calls_both_ways(gateway_factory) -> None:
+    from tests.upstream import ToolCalls
+
+    weather = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+    }
+    with FakeUpstream() as up:
+        gw = gateway_factory(anthropic_config(up))
+        up.script(ToolCalls(calls=(("get_weather", '{"city": "Rome"}'),)), ToolCalls())
+        with OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0) as c:
+            reply = c.chat.completions.create(
+                model="openclaw",
+                messages=[{"role": "user", "content": "weather?"}],
+                tools=[weather],
+                tool_choice="required",
+            )
+            [call] = reply.choices[0].message.tool_calls or []
+            assert call.function.name == "get_weather"
+            assert call.function.arguments == '{"city": "Rome"}'
+            assert reply.choices[0].finish_reason == "tool_calls"
+            chunks = list(
+                c.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": "again"}],
+                    tools=[weather],
+                    stream=True,
+                )
+            )
+            args = "".join(
+                tc.function.arguments or ""
+                for ch in chunks
+                if ch.choices
+                for tc in ch.choices[0].delta.tool_calls or []
+                if tc.function
+            )
+            assert args == '{"city": "Paris"}'
+            final = c.chat.completions.create(
+                model="openclaw",
+                messages=[
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                    {"role": "tool", "tool_call_id": call.id, "content": "hot"},
+                ],
+                tools=[weather],
+            )
+            assert final.choices[0].message.content == "Echo: tool hot"
+        first = up.model_requests[0].body
+        assert first["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+        assert first["tool_choice"] == {"type": "any"}
+        last = up.model_requests[-1].body["messages"]
+        assert last[1]["content"][-1] == {
+            "type": "tool_use",
+            "id": call.id,
+            "name": "get_weather",
+            "input": {"city": "Rome"},
+        }
+        assert last[2]["content"][0]["type"] == "tool_result"
+        assert last[2]["content"][0]["tool_use_id"] == call.id

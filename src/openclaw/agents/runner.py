@@ -326,7 +326,7 @@ class AgentRunner:
         finally:
             text = "".join(parts)
             tool_calls = tuple(
-                ToolCall(c[0] or f"call_{i}", c[1], c[2]) for i, c in sorted(calls.items())
+                ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items())
             )
             final_stop: StopReason = (
                 stop if outcome == "done" else ("aborted" if outcome == "aborted" else "error")

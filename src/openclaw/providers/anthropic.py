@@ -20,6 +20,7 @@ from openclaw.providers.base import (
     StopReason,
     TextDelta,
     TextPart,
+    ToolCallDelta,
     Usage,
 )
 from openclaw.providers.http import (
@@ -43,9 +44,24 @@ _STOP: dict[str, StopReason] = {
 }
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {"arguments": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
 def _blocks(msg: ChatMessage) -> list[dict[str, Any]]:
+    if msg.role == "tool":
+        # A tool result travels as a block of the user's turn, tied to the call's id.
+        return [{"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.text}]
+    calls = [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": _json_object(c.arguments)}
+        for c in msg.tool_calls
+    ]
     if isinstance(msg.content, str):
-        return [{"type": "text", "text": msg.content}]
+        return [{"type": "text", "text": msg.content}, *calls]
     blocks: list[dict[str, Any]] = []
     for part in msg.content:
         if isinstance(part, TextPart):
@@ -54,7 +70,7 @@ def _blocks(msg: ChatMessage) -> list[dict[str, Any]]:
             data = base64.b64encode(part.data).decode()
             source = {"type": "base64", "media_type": part.mime, "data": data}
             blocks.append({"type": "image", "source": source})
-    return blocks
+    return [*blocks, *calls]
 
 
 def request_body(req: ModelRequest, max_tokens: int, *, stream: bool) -> bytes:
@@ -87,7 +103,37 @@ def request_body(req: ModelRequest, max_tokens: int, *, stream: bool) -> bytes:
         body["top_p"] = s.top_p
     if s.stop:
         body["stop_sequences"] = list(s.stop)
+    if req.tools:
+        body["tools"] = [_tool(t) for t in req.tools]
+        choice = _tool_choice(req.tool_choice)
+        if choice is not None:
+            body["tool_choice"] = choice
     return orjson.dumps(body)
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    out: dict[str, Any] = {
+        "name": fn.get("name", ""),
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if name:
+            return {"type": "tool", "name": name}
+    return None
 
 
 class AnthropicProvider(HttpProviderBase):
@@ -108,7 +154,7 @@ class AnthropicProvider(HttpProviderBase):
         self._max_tokens = {m.id: m.max_tokens for m in cfg.models if m.max_tokens}
 
     def supports_tools(self, model: str) -> bool:
-        return False
+        return True
 
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True
@@ -134,6 +180,7 @@ class AnthropicProvider(HttpProviderBase):
         output_tokens = 0
         stop: StopReason | None = None
         done = False
+        tool_index: dict[int, int] = {}  # content block index -> tool call index
         async for event, data in sse_data(resp.content):
             try:
                 payload: Any = orjson.loads(data)
@@ -144,6 +191,19 @@ class AnthropicProvider(HttpProviderBase):
                 delta = payload.get("delta") or {}
                 if delta.get("type") == "text_delta" and delta.get("text"):
                     yield TextDelta(delta["text"])
+                elif delta.get("type") == "input_json_delta":
+                    block = int(payload.get("index", 0))
+                    if block in tool_index:
+                        piece = delta.get("partial_json") or ""
+                        yield ToolCallDelta(tool_index[block], None, None, piece)
+            elif kind == "content_block_start":
+                block_info = payload.get("content_block") or {}
+                if block_info.get("type") == "tool_use":
+                    block = int(payload.get("index", 0))
+                    tool_index[block] = len(tool_index)
+                    yield ToolCallDelta(
+                        tool_index[block], block_info.get("id"), block_info.get("name"), ""
+                    )
             elif kind == "message_start":
                 usage = (payload.get("message") or {}).get("usage") or {}
                 input_tokens = int(usage.get("input_tokens") or 0)
