@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from openclaw.errors import (
     UnsupportedError,
     UpstreamTimeoutError,
 )
+from openclaw.ids import hex_id
 from openclaw.logs import get_logger
 from openclaw.providers.base import (
     ChatMessage,
@@ -63,7 +63,7 @@ MAX_PENDING_WRITES = 4096
 
 
 def new_run_id() -> str:
-    return os.urandom(12).hex()
+    return hex_id(12)
 
 
 @dataclass(frozen=True, slots=True)

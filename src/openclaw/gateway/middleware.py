@@ -3,13 +3,13 @@ JSON 500 (never a traceback) for anything unexpected."""
 
 from __future__ import annotations
 
-import os
 import time
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openclaw.gateway.wire import as_wire_error, error_response
+from openclaw.ids import hex_id
 from openclaw.logs import get_logger, request_id_var
 
 SECURITY_HEADERS = [
@@ -21,7 +21,7 @@ access_log = get_logger("access")
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    return hex_id(8)
 
 
 class GatewayMiddleware:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from typing import NamedTuple
+
+from openclaw.ids import uuid4_hex
 
 KEY_PREFIX = "agent:"
 MAX_AGENT_ID_LEN = 64
@@ -75,7 +76,7 @@ def parse_key(key: str) -> ParsedKey | None:
 
 def ephemeral_key(agent_id: str) -> str:
     """A fresh key for one stateless request: ``agent:<id>:openai:<uuid4 hex>``."""
-    return build_key(agent_id, "openai", uuid.uuid4().hex)
+    return build_key(agent_id, "openai", uuid4_hex())
 
 
 def sanitize_user(user: str) -> str:

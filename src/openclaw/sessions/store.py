@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from openclaw.ids import uuid4_str
 from openclaw.logs import get_logger
 from openclaw.sessions import transcript
 from openclaw.sessions.index import DeletedSession, SessionIndex, bumped
@@ -325,7 +325,7 @@ class SqliteSessionStore:
         prompt, completion = turn.usage or (0, 0)
         entry = SessionEntry(
             key=turn.key,
-            session_id=str(uuid.uuid4()),
+            session_id=uuid4_str(),
             agent_id=turn.agent_id,
             created_at=now,
             updated_at=now,
@@ -367,7 +367,7 @@ class SqliteSessionStore:
         now = self._clock()
         return SessionEntry(
             key=key,
-            session_id=str(uuid.uuid4()),
+            session_id=uuid4_str(),
             agent_id=agent_id,
             created_at=now,
             updated_at=now,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from openclaw.gateway.images import image_url_of, load_images
 from openclaw.gateway.openai_schema import ChatCompletionRequest, MessageIn, parse_request
 from openclaw.gateway.state import GatewayState, require_auth
 from openclaw.gateway.wire import as_wire_error, error_response, sse_error
+from openclaw.ids import hex_id
 from openclaw.logs import get_logger
 from openclaw.providers.base import (
     ChatMessage,
@@ -388,7 +388,7 @@ async def _race_disconnect(receive: Receive, work: Awaitable[T]) -> T:
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + os.urandom(12).hex()
+    return "chatcmpl-" + hex_id(12)
 
 
 def finish_reason(result: RunResult) -> str:
