@@ -524,6 +524,58 @@ async def test_two_processes_appending_to_one_session(tmp_path: Path) -> None:
     assert seen == {"p", "q"}
 
 
+_OPENER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    from openclaw.sessions.models import TranscriptRecord
+    from openclaw.sessions.store import SqliteSessionStore
+
+    async def main(state_dir: str, name: str) -> None:
+        print("ready", flush=True)
+        start = float(sys.stdin.readline())
+        while time.time() < start:  # all children open the new index at the same moment
+            pass
+        async with SqliteSessionStore(Path(state_dir)) as store:
+            entry = await store.get_or_create("agent:main:main", "main", ephemeral=False)
+            record = TranscriptRecord(role="user", content=name, timestamp=0.0)
+            await store.append(entry, [record], model=None, usage=(1, 0))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_processes_creating_one_index_at_the_same_moment(tmp_path: Path) -> None:
+    # Switching a new file to WAL upgrades a read lock to a write lock, for which SQLite never
+    # waits (busy timeout or not): without a retry, one of two simultaneous openers failed at once.
+    for attempt in range(3):
+        state_dir = tmp_path / str(attempt)
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _OPENER,
+                str(state_dir),
+                str(i),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for i in range(3)
+        ]
+        for proc in procs:
+            assert proc.stdout is not None
+            await proc.stdout.readline()
+        start = f"{time.time() + 0.1}\n".encode()
+        results = await asyncio.gather(*(p.communicate(start) for p in procs))
+        for proc, (_, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, err.decode()
+        with contextlib.closing(sqlite3.connect(state_dir / "sessions.sqlite")) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert db.execute("SELECT prompt_tokens FROM sessions").fetchall() == [(3,)]
+
+
 async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     threads: set[int] = set()
 

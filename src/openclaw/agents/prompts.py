@@ -33,6 +33,13 @@ class BootstrapCache:
     def __init__(self) -> None:
         self._cache: dict[Path, tuple[float, str]] = {}
 
+    def fresh(self, workspace: Path) -> str | None:
+        """The cached text while it is fresh (the common case: no await, no thread)."""
+        hit = self._cache.get(workspace)
+        if hit is not None and time.monotonic() - hit[0] < REFRESH_SECONDS:
+            return hit[1]
+        return None
+
     async def get(self, workspace: Path, max_chars: int) -> str:
         now = time.monotonic()
         hit = self._cache.get(workspace)

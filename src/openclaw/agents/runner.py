@@ -236,7 +236,9 @@ class AgentRunner:
             max_messages=agent.max_history_messages,
             max_tokens=agent.max_history_tokens,
         )
-        bootstrap = await self._bootstrap.get(agent.workspace, agent.bootstrap_max_chars)
+        bootstrap = self._bootstrap.fresh(agent.workspace)
+        if bootstrap is None:
+            bootstrap = await self._bootstrap.get(agent.workspace, agent.bootstrap_max_chars)
         system = system_prompt(agent.system_prompt, bootstrap, params.extra_system_prompt)
         messages: list[ChatMessage] = []
         if system:
