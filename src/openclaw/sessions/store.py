@@ -341,10 +341,11 @@ class SqliteSessionStore:
 
     def _write_records(self, entry: SessionEntry, records: Sequence[TranscriptRecord]) -> None:
         """Worker side: ephemeral sessions keep their lines in the index, others in JSONL."""
-        if entry.ephemeral:
-            self._idx().append_lines(entry.session_id, (r.to_json_bytes() for r in records))
-            return
         data = b"".join(record.to_json_bytes() for record in records)
+        if entry.ephemeral:
+            # One row per turn (its JSONL lines together): half the inserts of a row per line.
+            self._idx().append_lines(entry.session_id, (data,))
+            return
         transcript.append_lines(self.transcript_path(entry), data, fsync=self._fsync)
 
     def _tail(self, entry: SessionEntry, max_records: int | None) -> list[TranscriptRecord]:
@@ -352,10 +353,14 @@ class SqliteSessionStore:
             path = self.transcript_path(entry)
             return transcript.read_tail(path, max_records, block_size=self._block_size)
         out = []
-        for line in self._idx().tail_lines(entry.session_id, max_records):
-            record = transcript.parse_line(line, self.transcript_path(entry))
-            if record is not None:
-                out.append(record)
+        # Each row holds a turn of one or more lines, so max_records rows always suffice.
+        for row in self._idx().tail_lines(entry.session_id, max_records):
+            for line in row.splitlines():
+                record = transcript.parse_line(line, self.transcript_path(entry))
+                if record is not None:
+                    out.append(record)
+        if max_records is not None:
+            out = out[max(0, len(out) - max_records) :] if max_records > 0 else []
         return out
 
     def _fresh(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
