@@ -29,6 +29,7 @@ from openclaw.agents.prompts import BootstrapCache, system_prompt
 from openclaw.agents.registry import Agent, AgentRegistry
 from openclaw.errors import (
     GatewayBusyError,
+    InternalError,
     InvalidRequestError,
     OpenClawError,
     UnsupportedError,
@@ -176,7 +177,9 @@ class AgentRunner:
         if params.session_key is not None:
             parsed = parse_key(params.session_key)
             if parsed is None:
-                raise InvalidRequestError(f"Invalid session key `{params.session_key}`.")
+                raise InvalidRequestError(
+                    f"Invalid session key `{params.session_key}`.", param="x-openclaw-session-key"
+                )
             return self.agents.get(parsed.agent_id), params.session_key, False
         agent = self.agents.get(params.agent_id)
         return agent, params.ephemeral_key or ephemeral_key(agent.id), True
@@ -199,16 +202,24 @@ class AgentRunner:
         while len(self._writes) >= MAX_PENDING_WRITES:
             self._write_room.clear()
             await self._write_room.wait()
+        if ephemeral:
+            # A per-request key is new and unique: nothing to serialise against.
+            async for item in self._admitted(params, agent, key, ephemeral, deltas):
+                yield item
+        else:
+            # The session lock comes first: runs queued behind a busy session must not hold
+            # run slots that other sessions could use.
+            async with self._locks.hold(key):
+                async for item in self._admitted(params, agent, key, ephemeral, deltas):
+                    yield item
+
+    async def _admitted(
+        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         await self._admission.acquire()
         try:
-            if ephemeral:
-                # A per-request key is new and unique: nothing to serialise against.
-                async for item in self._run_locked(params, agent, key, ephemeral, deltas):
-                    yield item
-            else:
-                async with self._locks.hold(key):
-                    async for item in self._run_locked(params, agent, key, ephemeral, deltas):
-                        yield item
+            async for item in self._run_locked(params, agent, key, ephemeral, deltas):
+                yield item
         finally:
             self._admission.release()
 
@@ -325,6 +336,11 @@ class AgentRunner:
         except OpenClawError as exc:
             outcome, error = "error", exc
             raise
+        except Exception as exc:
+            # A bug or an upstream oddity, not the client leaving: recorded as an error.
+            outcome, error = "error", InternalError()
+            log.exception("run failed", extra={"run_id": run_id})
+            raise error from exc
         finally:
             text = "".join(parts)
             tool_calls = tuple(

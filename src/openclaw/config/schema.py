@@ -156,6 +156,9 @@ class ProviderConfig(_Model):
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = d.PROVIDER_CONNECT_TIMEOUT_SECONDS
     max_retries: NonNegInt = d.PROVIDER_MAX_RETRIES
+    # The field that carries the reply-length limit: generic OpenAI-compatible servers (llama.cpp,
+    # vLLM, Ollama) honour `max_tokens`; OpenAI's reasoning models accept only the newer one.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     models: list[ProviderModel] = []
     # local-gguf only
     model_path: str | None = None

@@ -65,10 +65,23 @@ def decode_data_uri(url: str, cfg: ImagesConfig) -> ImagePart:
     return _checked(data, declared, cfg)
 
 
+# IPv6 forms that carry an IPv4 address inside (NAT64, 6to4, IPv4-compatible): refused outright
+# rather than trusted to route where they seem to.
+_EMBEDDING_V4 = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("2002::/16"),
+    ipaddress.ip_network("::/96"),
+)
+
+
 def is_public_address(addr: str) -> bool:
     ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif any(ip in net for net in _EMBEDDING_V4):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -133,12 +146,33 @@ def _check_url(url: str, cfg: ImagesConfig) -> None:
         raise InvalidRequestError("Image URLs may not name private addresses.", param="messages")
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused as soon as it passes ``limit`` (declared or actual)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise InvalidRequestError(
+            f"An image is larger than the limit of {limit} bytes.", param="messages"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        total += len(chunk)
+        if total > limit:
+            raise InvalidRequestError(
+                f"An image is larger than the limit of {limit} bytes.", param="messages"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def fetch_image(url: str, cfg: ImagesConfig) -> ImagePart:
     """Fetch a remote image within the configured limits."""
-    timeout = aiohttp.ClientTimeout(total=cfg.timeout_ms / 1000)
     connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=2)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # One deadline for the image, redirects included.
+        async with (
+            asyncio.timeout(cfg.timeout_ms / 1000),
+            aiohttp.ClientSession(connector=connector) as session,
+        ):
             for _ in range(cfg.max_redirects + 1):
                 _check_url(url, cfg)
                 async with session.get(url, allow_redirects=False) as resp:
@@ -149,7 +183,7 @@ async def fetch_image(url: str, cfg: ImagesConfig) -> ImagePart:
                         raise InvalidRequestError(
                             f"Fetching an image failed with HTTP {resp.status}.", param="messages"
                         )
-                    data = await resp.content.read(cfg.max_bytes + 1)
+                    data = await _read_capped(resp, cfg.max_bytes)
                     declared = resp.headers.get("Content-Type", "").split(";")[0].strip() or None
                     return _checked(data, declared, cfg)
             raise InvalidRequestError("Too many redirects fetching an image.", param="messages")
@@ -180,9 +214,14 @@ async def load_images(urls: list[str], cfg: ChatCompletionsConfig) -> list[Image
                 param="messages",
             )
     if remote:
-        fetched = await asyncio.gather(*(fetch_image(u, cfg.images) for _, u in remote))
-        for (i, _), part in zip(remote, fetched, strict=True):
-            images[i] = part
+        try:
+            # A TaskGroup: when one fetch fails, the others are cancelled, not left running.
+            async with asyncio.TaskGroup() as group:
+                tasks = [(i, group.create_task(fetch_image(u, cfg.images))) for i, u in remote]
+        except* InvalidRequestError as failed:
+            raise failed.exceptions[0] from None
+        for i, task in tasks:
+            images[i] = task.result()
     if sum(len(p.data) for p in images) > cfg.max_total_image_bytes:
         raise InvalidRequestError(
             f"Images total more than the limit of {cfg.max_total_image_bytes} bytes.",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -110,7 +111,7 @@ async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[bool, Any]:
     """Wait for ``connect`` and check its secret; returns (accepted, the request's id)."""
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-            text = await ws.receive_text()
+            text = await _receive_text(ws)
     except TimeoutError:
         await ws.close(CLOSE_POLICY, "connect frame not received in time")
         return False, None
@@ -150,10 +151,35 @@ async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[st
         await conn.send(reply)
 
 
+async def _receive_text(ws: WebSocket) -> str | None:
+    """The next text frame; a binary frame yields None (answered as a malformed frame)."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    return text if isinstance(text, str) else None
+
+
+def _cross_origin(ws: WebSocket) -> bool:
+    """A browser page of another origin (browsers send `Origin`; CLIs and SDKs do not).
+
+    Browsers apply no CORS to WebSockets, so without this any web page could talk to a
+    gateway on localhost, and guess a password there without the rate limit (loopback is exempt).
+    """
+    origin = ws.headers.get("origin")
+    if not origin:
+        return False
+    return urlsplit(origin).netloc.lower() != ws.headers.get("host", "").lower()
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
     """Accept, authenticate, then serve requests concurrently until the client leaves."""
     gw = gateway_of(ws)
     methods: dict[str, Method] = ws.app.state.ws_methods
+    if _cross_origin(ws):
+        # Closing before accepting refuses the upgrade with HTTP 403.
+        await ws.close(CLOSE_POLICY)
+        return
     await ws.accept()
     conn = Connection(ws, gw)
     try:
@@ -174,7 +200,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             }
         )
         while True:
-            text = await ws.receive_text()
+            text = await _receive_text(ws)
             try:
                 frame = _parse(text)
             except OpenClawError as exc:

@@ -186,43 +186,46 @@ class AnthropicProvider(HttpProviderBase):
                 payload: Any = orjson.loads(data)
             except orjson.JSONDecodeError:
                 raise UpstreamError(f"{label}: malformed event from the upstream") from None
-            kind = payload.get("type", event) if isinstance(payload, dict) else event
-            if kind == "content_block_delta":
-                delta = payload.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield TextDelta(delta["text"])
-                elif delta.get("type") == "input_json_delta":
-                    block = int(payload.get("index", 0))
-                    if block in tool_index:
-                        piece = delta.get("partial_json") or ""
-                        yield ToolCallDelta(tool_index[block], None, None, piece)
-            elif kind == "content_block_start":
-                block_info = payload.get("content_block") or {}
-                if block_info.get("type") == "tool_use":
-                    block = int(payload.get("index", 0))
-                    tool_index[block] = len(tool_index)
-                    yield ToolCallDelta(
-                        tool_index[block], block_info.get("id"), block_info.get("name"), ""
-                    )
-            elif kind == "message_start":
-                usage = (payload.get("message") or {}).get("usage") or {}
-                input_tokens = int(usage.get("input_tokens") or 0)
-                output_tokens = int(usage.get("output_tokens") or 0)
-            elif kind == "message_delta":
-                reason = (payload.get("delta") or {}).get("stop_reason")
-                if reason:
-                    stop = _STOP.get(reason, "stop")
-                usage = payload.get("usage") or {}
-                output_tokens = int(usage.get("output_tokens") or output_tokens)
-            elif kind == "message_stop":
-                done = True
-                break
-            elif kind == "error":
-                err = payload.get("error") or {}
-                status = 529 if err.get("type") == "overloaded_error" else 500
-                if err.get("type") == "rate_limit_error":
-                    status = 429
-                raise error_for_status(status, str(err.get("message", "")), None, {}, label)
+            try:
+                kind = payload.get("type", event) if isinstance(payload, dict) else event
+                if kind == "content_block_delta":
+                    delta = payload.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield TextDelta(delta["text"])
+                    elif delta.get("type") == "input_json_delta":
+                        block = int(payload.get("index", 0))
+                        if block in tool_index:
+                            piece = delta.get("partial_json") or ""
+                            yield ToolCallDelta(tool_index[block], None, None, piece)
+                elif kind == "content_block_start":
+                    block_info = payload.get("content_block") or {}
+                    if block_info.get("type") == "tool_use":
+                        block = int(payload.get("index", 0))
+                        tool_index[block] = len(tool_index)
+                        yield ToolCallDelta(
+                            tool_index[block], block_info.get("id"), block_info.get("name"), ""
+                        )
+                elif kind == "message_start":
+                    usage = (payload.get("message") or {}).get("usage") or {}
+                    input_tokens = int(usage.get("input_tokens") or 0)
+                    output_tokens = int(usage.get("output_tokens") or 0)
+                elif kind == "message_delta":
+                    reason = (payload.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        stop = _STOP.get(reason, "stop")
+                    usage = payload.get("usage") or {}
+                    output_tokens = int(usage.get("output_tokens") or output_tokens)
+                elif kind == "message_stop":
+                    done = True
+                    break
+                elif kind == "error":
+                    err = payload.get("error") or {}
+                    status = 529 if err.get("type") == "overloaded_error" else 500
+                    if err.get("type") == "rate_limit_error":
+                        status = 429
+                    raise error_for_status(status, str(err.get("message", "")), None, {}, label)
+            except (AttributeError, TypeError, ValueError, KeyError):
+                raise UpstreamError(f"{label}: malformed event from the upstream") from None
         if not done:
             raise UpstreamError(f"{label}: the upstream stream ended early", code="upstream_eof")
         yield Usage(input_tokens, output_tokens)

@@ -171,6 +171,8 @@ class LocalGgufProvider:
                         raise _Cancelled() from None
 
         def generate() -> None:
+            if cancel.is_set():
+                return  # cancelled while queued for the model: spend nothing on it
             try:
                 prompt_tokens = len(llm.tokenize(prompt.encode("utf-8")))
                 room = self.cfg.context_size - prompt_tokens
@@ -197,6 +199,8 @@ class LocalGgufProvider:
                 completion = 0
                 finish: StopReason = "stop"
                 emitted = False
+                if cancel.is_set():
+                    return
                 gen = llm.create_completion(prompt, **kwargs)
                 try:
                     for chunk in gen:

@@ -64,7 +64,7 @@ def wire_message(msg: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def request_body(req: ModelRequest, *, stream: bool) -> bytes:
+def request_body(req: ModelRequest, *, stream: bool, max_tokens_field: str = "max_tokens") -> bytes:
     body: dict[str, Any] = {
         "model": req.model,
         "messages": [wire_message(m) for m in req.messages],
@@ -73,11 +73,11 @@ def request_body(req: ModelRequest, *, stream: bool) -> bytes:
     if stream:
         body["stream_options"] = {"include_usage": True}
     s = req.sampling
-    # Generic OpenAI-compatible servers (llama.cpp's among them) honour only `max_tokens`.
+    # One limit, sent in the field this provider honours (`maxTokensField`).
     for key, value in (
         ("temperature", s.temperature),
         ("top_p", s.top_p),
-        ("max_tokens", s.max_tokens),
+        (max_tokens_field, s.max_tokens),
         ("seed", s.seed),
         ("presence_penalty", s.presence_penalty),
         ("frequency_penalty", s.frequency_penalty),
@@ -104,6 +104,28 @@ def _usage(data: Any) -> Usage | None:
     return Usage(prompt, completion)
 
 
+def _chunk_events(chunk: dict[str, Any]) -> tuple[list[ProviderEvent], str | None]:
+    """The events of one streamed chunk and its finish reason, if any."""
+    events: list[ProviderEvent] = []
+    reason = None
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            events.append(TextDelta(content))
+        for call in delta.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            index = int(call.get("index", 0))
+            events.append(
+                ToolCallDelta(index, call.get("id"), fn.get("name"), fn.get("arguments") or "")
+            )
+        reason = choice.get("finish_reason") or reason
+    usage = _usage(chunk.get("usage"))
+    if usage is not None:
+        events.append(usage)
+    return events, reason
+
+
 class OpenAICompatProvider(HttpProviderBase):
     """Streams from ``<baseUrl>/chat/completions``; a non-streaming call when the caller needs no
     deltas (one JSON document is cheaper than parsing an event stream)."""
@@ -127,7 +149,11 @@ class OpenAICompatProvider(HttpProviderBase):
         label = self._label(request.model)
         try:
             async with self.session.post(
-                self._url, data=request_body(request, stream=deltas), headers=self._headers
+                self._url,
+                data=request_body(
+                    request, stream=deltas, max_tokens_field=self.cfg.max_tokens_field
+                ),
+                headers=self._headers,
             ) as resp:
                 await raise_for_response(resp, label)
                 if deltas:
@@ -178,25 +204,14 @@ class OpenAICompatProvider(HttpProviderBase):
                 err = chunk["error"]
                 msg = err.get("message") if isinstance(err, dict) else str(err)
                 raise UpstreamError(f"{label}: {msg}")
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if content:
-                    yield TextDelta(content)
-                for call in delta.get("tool_calls") or ():
-                    fn = call.get("function") or {}
-                    yield ToolCallDelta(
-                        int(call.get("index", 0)),
-                        call.get("id"),
-                        fn.get("name"),
-                        fn.get("arguments") or "",
-                    )
-                reason = choice.get("finish_reason")
-                if reason:
-                    finish = _FINISH.get(reason, "stop")
-            usage = _usage(chunk.get("usage"))
-            if usage is not None:
-                yield usage
+            try:
+                events, reason = _chunk_events(chunk)
+            except (AttributeError, TypeError, ValueError, KeyError):
+                raise UpstreamError(f"{label}: malformed event from the upstream") from None
+            if reason:
+                finish = _FINISH.get(reason, "stop")
+            for event in events:
+                yield event
         else:
             # The body ended without [DONE]: a dropped stream, not a finished answer.
             if finish is None:

@@ -9,6 +9,7 @@ so it waits for the lock instead of failing half-way.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -133,6 +134,28 @@ def bumped(
     )
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting (up to the busy timeout) for other processes.
+
+    The switch reads the file header under a shared lock, then upgrades to a write lock to
+    change it.  SQLite never calls the busy handler for such an upgrade (two upgraders would
+    deadlock), so while another process is switching or creating the same new file the pragma
+    fails at once with SQLITE_BUSY, busy timeout or not.  Retried here; once one process has
+    switched, the mode is stored in the file and the pragma no longer writes anything.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class SessionIndex:
     """Blocking access to ``sessions.sqlite``; see the module docstring for the threading rule."""
 
@@ -143,7 +166,7 @@ class SessionIndex:
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(self._db)
             # NORMAL in WAL mode: a power cut may lose the last commits, never corrupts the file.
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._transaction():

@@ -210,6 +210,8 @@ class ChatCompletionsEndpoint:
 
     async def _active_message(self, msg: MessageIn) -> ChatMessage:
         role = _role(msg)
+        if role == "user" and not msg.content:
+            raise InvalidRequestError("The last user message has no content.", param="messages")
         if msg.content is None or isinstance(msg.content, str):
             return ChatMessage(role=role, content=msg.content or "", tool_call_id=msg.tool_call_id)
         urls = [image_url_of(p) for p in msg.content if p.type == "image_url"]
