@@ -110,3 +110,42 @@ def test_bad_tool_definitions_are_400(chat_gateway: RunningGateway) -> None:
             tools=[{"type": "function", "function": {"description": "no name"}}],  # type: ignore[list-item]
         )
     assert info.value.body["param"].startswith("tools")  # type: ignore[index]
+
+
+def test_parallel_tool_results_are_stored_whole(
+    chat_gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        ToolCalls(calls=(("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Rome"}')))
+    )
+    convo: list[dict] = [{"role": "user", "content": "weather in Paris and Rome?"}]
+    with client(chat_gateway) as c:
+        reply = c.chat.completions.create(
+            model="openclaw", messages=convo, tools=[WEATHER], user="par"
+        )
+        calls = reply.choices[0].message.tool_calls or []
+        assert len(calls) == 2
+        convo += [
+            {"role": "assistant", "content": None, "tool_calls": [x.model_dump() for x in calls]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny 20C"},
+            {"role": "tool", "tool_call_id": calls[1].id, "content": "rain 15C"},
+        ]
+        answer = c.chat.completions.create(
+            model="openclaw", messages=convo, tools=[WEATHER], user="par"
+        )
+        convo.append({"role": "assistant", "content": answer.choices[0].message.content})
+        # The client now sends only its next question; the stored history must be complete.
+        c.chat.completions.create(
+            model="openclaw",
+            messages=[{"role": "user", "content": "thanks"}],
+            tools=[WEATHER],
+            user="par",
+        )
+    second = upstream.model_requests[1].body["messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "tool", "tool"]
+    last = upstream.model_requests[2].body["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "tool", "tool", "assistant", "user"]
+    assert [m.get("content") for m in last if m["role"] == "tool"] == ["sunny 20C", "rain 15C"]
+    assert [c["id"] for c in last[1]["tool_calls"]] == [calls[0].id, calls[1].id]
+    records = transcripts(chat_gateway.state_dir)[0]
+    assert not any((r.get("meta") or {}).get("type") == "history-reset" for r in records)

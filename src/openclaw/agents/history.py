@@ -49,11 +49,7 @@ def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
     for rec in records:
         meta = rec.meta or {}
         if meta.get("type") == RESET:
-            out = [
-                ChatMessage(role=m["role"], content=m["content"])
-                for m in meta.get("history", ())
-                if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-            ]
+            out = [_message_from(m) for m in meta.get("history", ()) if _valid_message(m)]
             continue
         text = _record_text(rec.content)
         if rec.role == "tool":
@@ -87,7 +83,7 @@ def _is_suffix(short: list[tuple[str, str]], long: list[tuple[str, str]]) -> boo
 
 
 def reconcile(
-    stored: list[ChatMessage], client: list[ChatMessage], active: ChatMessage | None = None
+    stored: list[ChatMessage], client: list[ChatMessage], turn: Sequence[ChatMessage] = ()
 ) -> Reconciled:
     """Use the transcript when the client's history agrees with it, else the client's.
 
@@ -100,14 +96,15 @@ def reconcile(
         return Reconciled(client, False)
     s = [_key(m) for m in stored]
     c = [_key(m) for m in client]
+    n = len(turn)
     if (
-        active is not None
-        and len(s) >= 2
+        n
+        and len(s) > n
         and s[-1][0] == "assistant"
-        and s[-2] == _key(active)
-        and _is_suffix(c, s[:-2])
+        and s[-1 - n : -1] == [_key(m) for m in turn]
+        and _is_suffix(c, s[: -1 - n])
     ):
-        return Reconciled(stored[:-2], True)
+        return Reconciled(stored[: -1 - n], True)
     if not client:
         return Reconciled(stored, False)
     if _is_suffix(c, s) or _is_suffix(s, c):
@@ -135,6 +132,33 @@ def apply_budget(
     return kept
 
 
+def _message_dict(msg: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": msg.role, "content": msg.text}
+    if msg.tool_calls:
+        out["toolCalls"] = [call.as_dict() for call in msg.tool_calls]
+    if msg.tool_call_id:
+        out["toolCallId"] = msg.tool_call_id
+    return out
+
+
+def _valid_message(m: Any) -> bool:
+    return (
+        isinstance(m, dict)
+        and m.get("role") in ("user", "assistant", "tool")
+        and isinstance(m.get("content"), str)
+    )
+
+
+def _message_from(m: dict[str, Any]) -> ChatMessage:
+    calls = tuple(
+        ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+        for c in m.get("toolCalls") or ()
+    )
+    return ChatMessage(
+        role=m["role"], content=m["content"], tool_call_id=m.get("toolCallId"), tool_calls=calls
+    )
+
+
 def reset_record(history: Sequence[ChatMessage], timestamp: float, run_id: str) -> TranscriptRecord:
     return TranscriptRecord(
         role="system",
@@ -144,6 +168,6 @@ def reset_record(history: Sequence[ChatMessage], timestamp: float, run_id: str) 
         meta={
             "type": RESET,
             "reason": "client history differs from the transcript (edited or regenerated turn)",
-            "history": [{"role": m.role, "content": m.text} for m in history],
+            "history": [_message_dict(m) for m in history],
         },
     )

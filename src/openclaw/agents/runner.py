@@ -85,6 +85,8 @@ class RunParams:
     ephemeral_key: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
+    # Earlier parts of this turn (the other results of parallel tool calls), before ``message``.
+    preceding: tuple[ChatMessage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,7 @@ class AgentRunner:
         if params.history is None:
             merged = Reconciled(stored, False)
         else:
-            merged = reconcile(stored, list(params.history), params.message)
+            merged = reconcile(stored, list(params.history), (*params.preceding, params.message))
         history = apply_budget(
             merged.history,
             max_messages=agent.max_history_messages,
@@ -255,6 +257,7 @@ class AgentRunner:
         if system:
             messages.append(ChatMessage(role="system", content=system))
         messages.extend(history)
+        messages.extend(params.preceding)
         messages.append(params.message)
         refs = [agent.model.primary, *agent.model.fallbacks]
         if params.message.has_images or params.tools:
@@ -402,16 +405,16 @@ class AgentRunner:
         records: list[TranscriptRecord] = []
         if diverged:
             records.append(reset_record(history, started, run_id))
-        tool_call_id = params.message.tool_call_id
-        records.append(
-            TranscriptRecord(
-                role=params.message.role,
-                content=record_content(params.message),
-                timestamp=started,
-                run_id=run_id,
-                meta={"toolCallId": tool_call_id} if tool_call_id else None,
+        for part in (*params.preceding, params.message):
+            records.append(
+                TranscriptRecord(
+                    role=part.role,
+                    content=record_content(part),
+                    timestamp=started,
+                    run_id=run_id,
+                    meta={"toolCallId": part.tool_call_id} if part.tool_call_id else None,
+                )
             )
-        )
         meta: dict[str, object] = {}
         if tool_calls:
             meta["toolCalls"] = [call.as_dict() for call in tool_calls]

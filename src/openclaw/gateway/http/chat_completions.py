@@ -164,6 +164,12 @@ class ChatCompletionsEndpoint:
         if active_index is None:
             raise InvalidRequestError("Missing user message in `messages`.", param="messages")
         active = turns[active_index]
+        # Tool results answering one assistant message form one turn: the earlier ones travel
+        # with the last, so the turn is stored whole (parallel tool calls).
+        start = active_index
+        if _role(active) == "tool":
+            while start > 0 and _role(turns[start - 1]) == "tool":
+                start -= 1
         history: list[ChatMessage] = []
         for msg in turns[:active_index]:
             text = _text_of(msg)
@@ -183,6 +189,11 @@ class ChatCompletionsEndpoint:
                     )
                 )
         message = await self._active_message(active)
+        preceding = (
+            tuple(history[len(history) - (active_index - start) :]) if start < active_index else ()
+        )
+        if preceding:
+            history = history[: len(history) - len(preceding)]
         max_tokens = req.max_tokens
         if req.max_completion_tokens is not None:
             max_tokens = min(max_tokens or req.max_completion_tokens, req.max_completion_tokens)
@@ -193,6 +204,7 @@ class ChatCompletionsEndpoint:
             session_key=session_key,
             ephemeral_key=ephemeral,
             history=history,
+            preceding=preceding,
             extra_system_prompt="\n\n".join(system) or None,
             tools=tuple(t.model_dump(exclude_unset=True) for t in req.tools or ()),
             tool_choice=req.tool_choice if req.tools else None,
