@@ -164,6 +164,9 @@ def test_ws_session_keys_agents_and_bad_params(fake: FakeUpstream, gateway_facto
     assert res["payload"]["agentId"] == "beta"
     _, res = ws.call("agent", {"message": "z", "sessionKey": "agent:beta:side"})
     assert res["payload"]["agentId"] == "beta"
+    # The agent named inside a key wins over agentId, as on every door.
+    _, res = ws.call("agent", {"message": "w", "sessionKey": "agent:beta:side", "agentId": "main"})
+    assert res["payload"]["agentId"] == "beta"
     _, res = ws.call("agent", {"message": "s", "extraSystemPrompt": "Be brief."})
     assert fake.model_requests[-1].body["messages"][0] == {"role": "system", "content": "Be brief."}
 
@@ -182,7 +185,6 @@ def test_ws_session_keys_agents_and_bad_params(fake: FakeUpstream, gateway_facto
         ("agent", {"message": 5}, "invalid_request_error"),
         ("agent", {"message": "x", "sessionKey": "agent:Main:x"}, "invalid_request_error"),
         ("agent", {"message": "x", "sessionKey": "bad\nkey"}, "invalid_request_error"),
-        ("agent", {"message": "x", "sessionKey": "agent:beta:x", "agentId": "main"}, None),
         ("agent", {"message": "x", "agentId": "nobody"}, "model_not_found"),
         ("sessions.list", {"limit": 0}, "invalid_request_error"),
         ("sessions.list", {"includeEphemeral": "yes"}, "invalid_request_error"),

@@ -64,7 +64,8 @@ def scope_session_key(raw: str, default_agent_id: str, *, param: str = "sessionK
 def resolve_target(
     agents: AgentRegistry, agent_id: str | None, session_key: str | None
 ) -> tuple[Agent, str]:
-    """(agent, session key) for a run; an ``agent:`` key's agent must match ``agent_id``."""
+    """(agent, session key) for a run; the agent named inside a key wins over ``agent_id``, as on
+    every door (one set of rules)."""
     agent = agents.get(agent_id)
     if session_key is None:
         return agent, main_session_key(agent.id)
@@ -73,11 +74,6 @@ def resolve_target(
     assert parsed is not None  # scope_session_key checked it
     if parsed.agent_id == agent.id:
         return agent, key
-    if agent_id is not None:
-        raise InvalidRequestError(
-            f"The session key belongs to agent `{parsed.agent_id}`, not `{agent.id}`.",
-            param="sessionKey",
-        )
     return agents.get(parsed.agent_id), key
 
 
