@@ -297,3 +297,46 @@ def test_lan_bind_without_secret_refuses_with_advice(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "openclaw config set gateway.auth.token" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_graceful_shutdown_lets_a_websocket_run_finish(spawn) -> None:
+    from websockets.sync.client import connect
+
+    with FakeUpstream() as up:
+        cfg = {
+            **ENABLED,
+            "models": {
+                "providers": {
+                    "up": {
+                        "api": "openai-completions",
+                        "baseUrl": up.base_url,
+                        "models": [{"id": "m"}],
+                    }
+                }
+            },
+        }
+        gw = spawn(cfg)
+        up.script(Answer(first_token_delay=1.0))
+        with connect(f"ws://127.0.0.1:{gw.port}/") as ws:
+            auth = {
+                "type": "req",
+                "id": "c",
+                "method": "connect",
+                "params": {"auth": {"token": TOKEN}},
+            }
+            ws.send(json.dumps(auth))
+            assert json.loads(ws.recv(timeout=10))["ok"] is True
+            ws.send(
+                json.dumps(
+                    {"type": "req", "id": "a", "method": "agent", "params": {"message": "slow ws"}}
+                )
+            )
+            assert up.wait_for_requests(1, timeout=10)
+            gw.proc.send_signal(signal.SIGTERM)
+            while True:
+                frame = json.loads(ws.recv(timeout=20))
+                if frame.get("type") == "res" and frame.get("id") == "a":
+                    break
+        assert frame["ok"] is True
+        assert frame["payload"]["text"] == "Echo: slow ws"
+        assert gw.stop() == 0

@@ -167,6 +167,9 @@ class AgentRunner:
         self._locks = _SessionLocks()
         self._admission = _Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._writes: set[asyncio.Future[None]] = set()
         self._write_room = asyncio.Event()
         self._pending: dict[str, asyncio.Future[None]] = {}
@@ -201,6 +204,23 @@ class AgentRunner:
     ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         """Text deltas as they come, then the ``RunResult``."""
         agent, key, ephemeral = self.resolve(params)
+        self._active += 1
+        self._idle.clear()
+        try:
+            async for item in self._serialised(params, agent, key, ephemeral, deltas):
+                yield item
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until no run is in progress (shutdown lets runs on any door finish)."""
+        await self._idle.wait()
+
+    async def _serialised(
+        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         while len(self._writes) >= MAX_PENDING_WRITES:
             self._write_room.clear()
             await self._write_room.wait()

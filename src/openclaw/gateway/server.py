@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 
+from openclaw.agents.runner import AgentRunner
 from openclaw.config.schema import Config
 from openclaw.gateway.app import bind_host, create_app
 from openclaw.gateway.state import GatewayState
@@ -48,6 +50,22 @@ def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
 class GatewayServer(uvicorn.Server):
     """uvicorn's server, but a signal ends in a clean exit (status 0, a last log line) rather
     than uvicorn re-raising it after shutdown; a second signal forces the exit."""
+
+    def __init__(self, config: uvicorn.Config, runner: AgentRunner | None = None) -> None:
+        super().__init__(config)
+        self.runner = runner
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, give runs on every door (WebSocket ones too, which uvicorn would close
+        at once) the shutdown bound to finish, then uvicorn's own recipe."""
+        for server in self.servers:
+            server.close()
+        if self.runner is not None and not self.force_exit:
+            timeout = self.config.timeout_graceful_shutdown
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.runner.wait_idle()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -107,7 +125,8 @@ def tune_gc() -> None:
 async def serve(config: Config, *, state_dir: Path | None = None) -> None:
     """Start the gateway in the foreground until SIGINT/SIGTERM."""
     app = create_app(config, state_dir=state_dir)
-    server = GatewayServer(uvicorn_config(app, config))
+    gw: GatewayState = app.state.gateway
+    server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
