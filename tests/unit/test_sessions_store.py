@@ -615,9 +615,9 @@ async def test_slow_io_does_not_block_the_event_loop(
 ) -> None:
     real_append = transcript.append_lines
 
-    def slow_append(path: Path, data: bytes, *, fsync: bool) -> None:
+    def slow_append(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
         time.sleep(0.3)  # a slow disk
-        real_append(path, data, fsync=fsync)
+        return real_append(path, data, fsync=fsync)
 
     monkeypatch.setattr(transcript, "append_lines", slow_append)
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
@@ -712,3 +712,22 @@ async def test_record_turn_batches_many_turns_and_load_reads_them(tmp_path: Path
         assert loaded.ephemeral and [r.content for r in tail] == ["a7"]
         with pytest.raises(ValueError):
             await store.record_turn(Turn("agent:beta:x", "main", False, (), None, None))
+
+
+async def test_history_cache_sees_writes_from_another_process(tmp_path: Path) -> None:
+    async with SqliteSessionStore(tmp_path) as first, SqliteSessionStore(tmp_path) as second:
+        entry = await first.get_or_create(KEY, "main", ephemeral=False)
+        await first.append(entry, [rec(1)], model=None, usage=None)
+        assert contents(await first.read_history(entry, max_records=10)) == ["m1"]
+        await first.append(entry, [rec(2)], model=None, usage=None)  # cached and extended
+        assert contents(await first.read_history(entry, max_records=10)) == ["m1", "m2"]
+        await second.append(entry, [rec(3)], model=None, usage=None)  # behind first's back
+        assert contents(await first.read_history(entry, max_records=10)) == ["m1", "m2", "m3"]
+        await first.append(entry, [rec(4)], model=None, usage=None)
+        assert contents(await first.read_history(entry, max_records=2)) == ["m3", "m4"]
+        assert contents(await first.read_history(entry, max_records=None)) == [
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+        ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from openclaw.sessions.models import SessionEntry, TranscriptRecord
 T = TypeVar("T")
 
 INDEX_FILENAME = "sessions.sqlite"
+TAIL_CACHE_SESSIONS = 512
+TAIL_CACHE_RECORDS = 256
 
 log = get_logger("sessions")
 
@@ -124,6 +127,8 @@ class SqliteSessionStore:
         # Turns waiting to be written, and whether a flush job is queued or running: while one
         # runs, new turns gather, so under load one thread hop and one transaction carry many.
         self._turns: list[tuple[Turn, asyncio.Future[None]]] = []
+        # Worker-thread only: path -> (file size, last records, whether that is all of them).
+        self._tails: OrderedDict[Path, tuple[int, list[TranscriptRecord], bool]] = OrderedDict()
         self._flushing = False
 
     @property
@@ -202,6 +207,8 @@ class SqliteSessionStore:
         self, entry: SessionEntry, *, max_records: int | None
     ) -> list[TranscriptRecord]:
         """The last ``max_records`` records in order (None: all), read backwards from the end."""
+        if max_records is not None and max_records < 0:
+            raise ValueError("max_records must be >= 0")
         return await self._run(lambda: self._tail(entry, max_records))
 
     async def append(
@@ -346,12 +353,49 @@ class SqliteSessionStore:
             # One row per turn (its JSONL lines together): half the inserts of a row per line.
             self._idx().append_lines(entry.session_id, (data,))
             return
-        transcript.append_lines(self.transcript_path(entry), data, fsync=self._fsync)
+        path = self.transcript_path(entry)
+        before, after = transcript.append_lines(path, data, fsync=self._fsync)
+        cached = self._tails.pop(path, None)
+        if cached is not None and cached[0] == before:
+            # Nobody else wrote since we read: the cache stays exact with our records added.
+            kept = [*cached[1], *records]
+            whole = cached[2] and len(kept) <= TAIL_CACHE_RECORDS
+            self._tails[path] = (after, kept[-TAIL_CACHE_RECORDS:], whole)
+
+    def _cached_tail(self, path: Path, max_records: int | None) -> list[TranscriptRecord]:
+        """The transcript's last records, parsed once and kept per session while the file's size
+        says no one else has written; a run re-reads nothing it already knows."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            self._tails.pop(path, None)
+            return []
+        hit = self._tails.get(path)
+        if (
+            hit is not None
+            and hit[0] == size
+            and (hit[2] or (max_records is not None and max_records <= len(hit[1])))
+        ):
+            self._tails.move_to_end(path)
+            records = hit[1]
+        else:
+            want = None if max_records is None else max(max_records, TAIL_CACHE_RECORDS)
+            records = transcript.read_tail(path, want, block_size=self._block_size)
+            whole = want is None or len(records) < want
+            self._tails[path] = (
+                size,
+                records[-TAIL_CACHE_RECORDS:],
+                whole and len(records) <= TAIL_CACHE_RECORDS,
+            )
+            if len(self._tails) > TAIL_CACHE_SESSIONS:
+                self._tails.popitem(last=False)
+        if max_records is None:
+            return list(records)
+        return records[max(0, len(records) - max_records) :] if max_records else []
 
     def _tail(self, entry: SessionEntry, max_records: int | None) -> list[TranscriptRecord]:
         if not entry.ephemeral:
-            path = self.transcript_path(entry)
-            return transcript.read_tail(path, max_records, block_size=self._block_size)
+            return self._cached_tail(self.transcript_path(entry), max_records)
         out = []
         # Each row holds a turn of one or more lines, so max_records rows always suffice.
         for row in self._idx().tail_lines(entry.session_id, max_records):

@@ -41,14 +41,15 @@ def transcript_path(state_dir: Path, agent_id: str, session_id: str) -> Path:
     return state_dir / "agents" / agent_id / "sessions" / f"{session_id}.jsonl"
 
 
-def append_lines(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Append complete ``\\n``-terminated lines in one write, under an exclusive flock.
+def append_lines(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
+    """Append complete ``\\n``-terminated lines in one write, under an exclusive flock; the file's
+    size before and after (so a cache can tell whether anyone else wrote in between).
 
     If the file ends in a torn line (a crash mid-write), a ``\\n`` is written first so the torn
     bytes stay a line of their own and the new lines parse.
     """
     if not data:
-        return
+        return (-1, -1)
     if not data.endswith(b"\n"):
         raise ValueError("data must end with a newline")
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -75,6 +76,7 @@ def append_lines(path: Path, data: bytes, *, fsync: bool) -> None:
             _unlock(fd)
     finally:
         os.close(fd)
+    return size, size + len(data)
 
 
 def read_tail(
