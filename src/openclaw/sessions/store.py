@@ -379,7 +379,8 @@ class SqliteSessionStore:
             self._tails.move_to_end(path)
             records = hit[1]
         else:
-            want = None if max_records is None else max(max_records, TAIL_CACHE_RECORDS)
+            # Only what is asked: a run asks the same number each time, so later ones hit.
+            want = max_records
             records = transcript.read_tail(path, want, block_size=self._block_size)
             whole = want is None or len(records) < want
             self._tails[path] = (
