@@ -191,11 +191,14 @@ class AgentRunner:
 
     async def run(self, params: RunParams) -> RunResult:
         """The whole run, without deltas (cheaper for backends that can skip streaming)."""
+        agent, key, ephemeral = self.resolve(params)
         result = None
-        async with contextlib.aclosing(self.stream(params, deltas=False)) as events:
-            async for item in events:
-                if isinstance(item, RunResult):
-                    result = item
+        async with self._slot(key, ephemeral):
+            events = self._run_locked(params, agent, key, ephemeral, False)
+            async with contextlib.aclosing(events):
+                async for item in events:
+                    if isinstance(item, RunResult):
+                        result = item
         assert result is not None
         return result
 
@@ -204,46 +207,46 @@ class AgentRunner:
     ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
         """Text deltas as they come, then the ``RunResult``."""
         agent, key, ephemeral = self.resolve(params)
-        self._active += 1
-        self._idle.clear()
-        try:
-            async for item in self._serialised(params, agent, key, ephemeral, deltas):
-                yield item
-        finally:
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
+        async with self._slot(key, ephemeral):
+            events = self._run_locked(params, agent, key, ephemeral, deltas)
+            async with contextlib.aclosing(events):
+                async for item in events:
+                    yield item
 
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""
         await self._idle.wait()
 
-    async def _serialised(
-        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
-        while len(self._writes) >= MAX_PENDING_WRITES:
-            self._write_room.clear()
-            await self._write_room.wait()
-        if ephemeral:
-            # A per-request key is new and unique: nothing to serialise against.
-            async for item in self._admitted(params, agent, key, ephemeral, deltas):
-                yield item
-        else:
-            # The session lock comes first: runs queued behind a busy session must not hold
-            # run slots that other sessions could use.
-            async with self._locks.hold(key):
-                async for item in self._admitted(params, agent, key, ephemeral, deltas):
-                    yield item
-
-    async def _admitted(
-        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
-        await self._admission.acquire()
+    @contextlib.asynccontextmanager
+    async def _slot(self, key: str, ephemeral: bool) -> AsyncIterator[None]:
+        """Everything a run waits for before it starts, entered once per run (not per event):
+        room in the write backlog, then the session's turn, then a run slot."""
+        self._active += 1
+        self._idle.clear()
         try:
-            async for item in self._run_locked(params, agent, key, ephemeral, deltas):
-                yield item
+            while len(self._writes) >= MAX_PENDING_WRITES:
+                self._write_room.clear()
+                await self._write_room.wait()
+            if ephemeral:
+                # A per-request key is new and unique: nothing to serialise against.
+                await self._admission.acquire()
+                try:
+                    yield
+                finally:
+                    self._admission.release()
+            else:
+                # The session lock comes first: runs queued behind a busy session must not
+                # hold run slots that other sessions could use.
+                async with self._locks.hold(key):
+                    await self._admission.acquire()
+                    try:
+                        yield
+                    finally:
+                        self._admission.release()
         finally:
-            self._admission.release()
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def _run_locked(
         self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
