@@ -33,8 +33,9 @@ from openclaw.sessions.models import SessionEntry, TranscriptRecord
 T = TypeVar("T")
 
 INDEX_FILENAME = "sessions.sqlite"
-TAIL_CACHE_SESSIONS = 512
-TAIL_CACHE_RECORDS = 256
+# Bounded in entries and records per entry; a run asks for the agent's history budget (100 + 8).
+TAIL_CACHE_SESSIONS = 128
+TAIL_CACHE_RECORDS = 128
 
 log = get_logger("sessions")
 
