@@ -101,6 +101,15 @@ def spawn(tmp_path: Path) -> Iterator:
 ENABLED = {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": True}}}}}
 
 
+def upstream_models(up: FakeUpstream) -> dict:
+    """`models` config with one OpenAI-compatible provider, the suite's upstream."""
+    return {
+        "providers": {
+            "up": {"api": "openai-completions", "baseUrl": up.base_url, "models": [{"id": "m"}]}
+        }
+    }
+
+
 def curl(port: int, stream: bool) -> subprocess.CompletedProcess[str]:
     body = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
     if stream:
@@ -158,15 +167,7 @@ def test_doc_curl_examples_on_a_configured_upstream(spawn) -> None:
     with FakeUpstream() as up:
         cfg = {
             **ENABLED,
-            "models": {
-                "providers": {
-                    "up": {
-                        "api": "openai-completions",
-                        "baseUrl": up.base_url,
-                        "models": [{"id": "m"}],
-                    }
-                }
-            },
+            "models": upstream_models(up),
         }
         gw = spawn(cfg)
         assert _check_curl_examples(gw.port) == "Echo: hi"
@@ -177,15 +178,7 @@ def test_graceful_shutdown_lets_an_in_flight_request_finish(spawn) -> None:
     with FakeUpstream() as up:
         cfg = {
             **ENABLED,
-            "models": {
-                "providers": {
-                    "up": {
-                        "api": "openai-completions",
-                        "baseUrl": up.base_url,
-                        "models": [{"id": "m"}],
-                    }
-                }
-            },
+            "models": upstream_models(up),
             "agents": {"defaults": {"model": "up/m"}},
         }
         gw = spawn(cfg)
@@ -231,15 +224,7 @@ def test_shutdown_cancels_requests_that_outlive_the_bound(spawn) -> None:
     with FakeUpstream() as up:
         cfg = {
             "gateway": {**ENABLED["gateway"], "shutdownTimeoutMs": 1000},
-            "models": {
-                "providers": {
-                    "up": {
-                        "api": "openai-completions",
-                        "baseUrl": up.base_url,
-                        "models": [{"id": "m"}],
-                    }
-                }
-            },
+            "models": upstream_models(up),
         }
         gw = spawn(cfg)
         up.script(Answer(first_token_delay=60))
@@ -305,15 +290,7 @@ def test_graceful_shutdown_lets_a_websocket_run_finish(spawn) -> None:
     with FakeUpstream() as up:
         cfg = {
             **ENABLED,
-            "models": {
-                "providers": {
-                    "up": {
-                        "api": "openai-completions",
-                        "baseUrl": up.base_url,
-                        "models": [{"id": "m"}],
-                    }
-                }
-            },
+            "models": upstream_models(up),
         }
         gw = spawn(cfg)
         up.script(Answer(first_token_delay=1.0))
