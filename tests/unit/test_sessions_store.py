@@ -731,3 +731,25 @@ async def test_history_cache_sees_writes_from_another_process(tmp_path: Path) ->
             "m3",
             "m4",
         ]
+
+
+async def test_close_writes_turns_still_waiting_to_be_batched(tmp_path: Path) -> None:
+    from openclaw.sessions.store import Turn
+
+    store = SqliteSessionStore(tmp_path)
+    await store.open()
+    turn = Turn(
+        "agent:main:openai:late",
+        "main",
+        True,
+        (TranscriptRecord(role="user", content="q", timestamp=1.0),),
+        None,
+        None,
+    )
+    written = store.record_turn(turn)
+    await store.close()  # before the batching delay has passed
+    assert written.done() and written.exception() is None
+    async with SqliteSessionStore(tmp_path) as again:
+        entry = await again.get("agent:main:openai:late")
+        assert entry is not None
+        assert [r.content for r in await again.read_history(entry, max_records=None)] == ["q"]
