@@ -273,5 +273,5 @@ async def test_retention_prunes_old_ephemeral_sessions_only(tmp_path: Path) -> N
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
-        (lines,) = db.execute("SELECT COUNT(*) FROM ephemeral_lines").fetchone()
+        (lines,) = db.execute("SELECT COUNT(*) FROM ephemeral_turns").fetchone()
     assert lines == 2  # a row per kept turn: the pruned sessions' rows went with them
