@@ -133,6 +133,7 @@ class SqliteSessionStore:
         self._tails: OrderedDict[Path, tuple[int, list[TranscriptRecord], bool]] = OrderedDict()
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._urgent = False  # a stored session's turn is waiting: flush without delay
 
     @property
     def state_dir(self) -> Path:
@@ -283,20 +284,27 @@ class SqliteSessionStore:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._turns.append((turn, done))
-        if self._flushing:
-            return done  # the running flush picks it up when it is done
         if not turn.ephemeral:
-            # The next turn of a stored session waits for this write: no delay.
+            self._urgent = True
+        self._schedule()
+        return done
+
+    def _schedule(self) -> None:
+        """Start a flush for the waiting turns unless one is running (it reschedules when done).
+        A stored session's turn goes at once: its next run waits for it.  Per-request turns
+        wait a moment to share a transaction: one hop and one commit for many, and less for
+        the worker to take from the event loop's GIL."""
+        if self._flushing or not self._turns:
+            return
+        if self._urgent:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._flushing = True
-            loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         elif self._timer is None:
-            # Per-request turns wait a moment to share a transaction: one hop and one commit
-            # for many, and less for the worker to take from the event loop's GIL.
+            loop = asyncio.get_running_loop()
             self._timer = loop.call_later(EPHEMERAL_FLUSH_DELAY, self._flush_later)
-        return done
 
     def _flush_later(self) -> None:
         self._timer = None
@@ -306,6 +314,7 @@ class SqliteSessionStore:
 
     def _flush(self) -> None:
         batch, self._turns = self._turns, []
+        self._urgent = False
         if not batch:
             self._flushing = False
             return
@@ -325,7 +334,8 @@ class SqliteSessionStore:
                     done.set_result(None)
                 else:
                     done.set_exception(err)
-            self._flush()
+            self._flushing = False
+            self._schedule()
 
         work.add_done_callback(finished)
 
