@@ -132,7 +132,6 @@ class _Admission:
 
     def __init__(self, limit: int, queue: int) -> None:
         self._sem = asyncio.Semaphore(limit)
-        self._limit = limit
         self._queue = queue
         self._waiting = 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
@@ -460,6 +460,3 @@ class _Chunks:
 
     def usage(self, usage: dict[str, int]) -> bytes:
         return self._head + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n"
-
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
