@@ -147,6 +147,11 @@ class GatewayBusyError(OpenClawError):
     default_code = "gateway_busy"
     retryable = True
 
+    def __init__(self, message: str, **kw: Any) -> None:
+        # Clients (the OpenAI SDKs among them) back off by Retry-After before trying again.
+        kw.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kw)
+
 
 class UpstreamError(OpenClawError):
     """A model provider failed; the provider's own message is kept in ``message``."""

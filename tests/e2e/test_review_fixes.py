@@ -236,3 +236,24 @@ def test_upstream_error_then_ok(chat_gateway, upstream) -> None:
         ).status
         == 200
     )
+
+
+def test_gateway_busy_is_503_with_retry_after(gateway_factory, upstream) -> None:
+    import threading
+
+    cfg = chat_config(upstream)
+    cfg["agents"]["defaults"]["maxConcurrent"] = 1
+    cfg["agents"]["defaults"]["maxQueued"] = 0
+    gw = gateway_factory(cfg)
+    upstream.script(Answer(first_token_delay=1.0))
+    slow = threading.Thread(
+        target=post,
+        args=(gw, {"model": "openclaw", "messages": [{"role": "user", "content": "slow"}]}),
+    )
+    slow.start()
+    assert upstream.wait_for_requests(1, timeout=10)
+    reply = post(gw, {"model": "openclaw", "messages": [{"role": "user", "content": "x"}]})
+    slow.join(10)
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.json()["error"]["code"] == "gateway_busy"
