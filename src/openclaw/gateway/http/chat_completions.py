@@ -84,6 +84,26 @@ def _text_of(msg: MessageIn) -> str:
     return "\n".join(p.text for p in msg.content if p.type != "image_url")
 
 
+def _past_message(msg: MessageIn) -> ChatMessage | None:
+    """An earlier turn as sent to the model (text only: images go in the active turn alone);
+    None for one that carries nothing."""
+    text = _text_of(msg)
+    if not text and isinstance(msg.content, list):
+        text = IMAGE_ONLY_TEXT
+    calls = tuple(
+        ToolCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or ()
+    )
+    if not (text or calls or msg.role in ("tool", "function")):
+        return None
+    return ChatMessage(
+        role=_role(msg),
+        content=text,
+        name=msg.name,
+        tool_call_id=msg.tool_call_id,
+        tool_calls=calls,
+    )
+
+
 def _role(msg: MessageIn) -> Role:
     if msg.role in ("function", "tool"):
         return "tool"
@@ -170,30 +190,9 @@ class ChatCompletionsEndpoint:
         if _role(active) == "tool":
             while start > 0 and _role(turns[start - 1]) == "tool":
                 start -= 1
-        history: list[ChatMessage] = []
-        for msg in turns[:active_index]:
-            text = _text_of(msg)
-            if not text and isinstance(msg.content, list):
-                text = IMAGE_ONLY_TEXT
-            calls = tuple(
-                ToolCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or ()
-            )
-            if text or calls or msg.role in ("tool", "function"):
-                history.append(
-                    ChatMessage(
-                        role=_role(msg),
-                        content=text,
-                        name=msg.name,
-                        tool_call_id=msg.tool_call_id,
-                        tool_calls=calls,
-                    )
-                )
+        history = [m for m in map(_past_message, turns[:start]) if m is not None]
+        preceding = tuple(m for m in map(_past_message, turns[start:active_index]) if m)
         message = await self._active_message(active)
-        preceding = (
-            tuple(history[len(history) - (active_index - start) :]) if start < active_index else ()
-        )
-        if preceding:
-            history = history[: len(history) - len(preceding)]
         max_tokens = req.max_tokens
         if req.max_completion_tokens is not None:
             max_tokens = min(max_tokens or req.max_completion_tokens, req.max_completion_tokens)
