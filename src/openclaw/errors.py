@@ -15,7 +15,8 @@ SSE error event or a WebSocket error frame.  Handlers raise; they never build er
     ├── RequestTimeoutError            408
     ├── PayloadTooLargeError           413
     ├── RateLimitError                 429 (+ Retry-After)
-    ├── GatewayBusyError               503
+    ├── GatewayBusyError               503 (+ Retry-After)
+    ├── StoreUnavailableError          503 (+ Retry-After) the session store cannot be written
     └── UpstreamError                  502 (a model provider failed)
         ├── UpstreamBadRequestError    400 (the provider rejected the request)
         ├── UpstreamAuthError          502 (our credentials for the provider are wrong)
@@ -149,6 +150,22 @@ class GatewayBusyError(OpenClawError):
 
     def __init__(self, message: str, **kw: Any) -> None:
         # Clients (the OpenAI SDKs among them) back off by Retry-After before trying again.
+        kw.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kw)
+
+
+class StoreUnavailableError(OpenClawError):
+    """The session store failed (disk full, read-only, locked past the busy timeout).  A run
+    whose turn cannot be committed fails with this instead of answering as if it were stored."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "store_unavailable"
+    retryable = True
+
+    def __init__(
+        self, message: str = "The session store is unavailable; try again shortly.", **kw: Any
+    ) -> None:
         kw.setdefault("headers", {"Retry-After": "1"})
         super().__init__(message, **kw)
 

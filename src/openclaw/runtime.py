@@ -42,7 +42,7 @@ class Runtime:
             if entry.model is not None:
                 for ref in (entry.model.primary, *entry.model.fallbacks):
                     self.providers.check_ref(ref, f"agents.list[{i}].model")
-        self.store = SqliteSessionStore(state_dir)
+        self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
         defaults = config.agents.defaults
         self.runner = AgentRunner(

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.e2e.processes import GatewayProcess
 from tests.harness import RunningGateway
 from tests.upstream import FakeUpstream
 
@@ -62,3 +63,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start `openclaw gateway run` processes (state under ``tmp_path``); killed at the end."""
+    procs: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any], **kw: Any) -> GatewayProcess:
+        p = GatewayProcess(tmp_path, config, **kw)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+        p.close()

@@ -7,107 +7,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import ENABLED, TOKEN, upstream_models
 from tests.e2e.rawhttp import request
 from tests.upstream import Answer, FakeUpstream
-
-TOKEN = "process-test-token"
-
-
-class GatewayProcess:
-    def __init__(self, tmp: Path, config: dict, *, extra_env: dict | None = None) -> None:
-        self.config_path = tmp / "openclaw.json"
-        self.config_path.write_text(json.dumps(config))
-        self.env = {
-            **os.environ,
-            "OPENCLAW_CONFIG_PATH": str(self.config_path),
-            "OPENCLAW_STATE_DIR": str(tmp / "state"),
-            "OPENCLAW_GATEWAY_TOKEN": TOKEN,
-            **(extra_env or {}),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openclaw", "gateway", "run", "--port", "0"],
-            env=self.env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    ready.set()
-            ready.set()
-
-        self._pump = threading.Thread(target=pump, daemon=True)
-        self._pump.start()
-        if not ready.wait(60) or not self.port:
-            self.proc.kill()
-            raise RuntimeError("gateway did not start:\n" + "".join(self.lines))
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._pump.join(5)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        if self.proc.stderr is not None and not self.proc.stderr.closed:
-            self._pump.join(5)
-            self.proc.stderr.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
-    procs: list[GatewayProcess] = []
-
-    def start(config: dict, **kw) -> GatewayProcess:
-        p = GatewayProcess(tmp_path, config, **kw)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
-        p.close()
-
-
-ENABLED = {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": True}}}}}
-
-
-def upstream_models(up: FakeUpstream) -> dict:
-    """`models` config with one OpenAI-compatible provider, the suite's upstream."""
-    return {
-        "providers": {
-            "up": {"api": "openai-completions", "baseUrl": up.base_url, "models": [{"id": "m"}]}
-        }
-    }
 
 
 def curl(port: int, stream: bool) -> subprocess.CompletedProcess[str]:

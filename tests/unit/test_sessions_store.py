@@ -594,7 +594,7 @@ async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_p
         return db
 
     monkeypatch.setattr(sqlite3, "connect", traced_connect)
-    monkeypatch.setattr(transcript, "append_lines", on_thread(transcript.append_lines))
+    monkeypatch.setattr(transcript.AppendBatch, "append", on_thread(transcript.AppendBatch.append))
     monkeypatch.setattr(transcript, "read_tail", on_thread(transcript.read_tail))
 
     async with SqliteSessionStore(tmp_path / "traced") as traced:
@@ -613,13 +613,13 @@ async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_p
 async def test_slow_io_does_not_block_the_event_loop(
     store: SqliteSessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_append = transcript.append_lines
+    real_append = transcript.AppendBatch.append
 
-    def slow_append(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
+    def slow_append(self: transcript.AppendBatch, path: Path, data: bytes) -> tuple[int, int]:
         time.sleep(0.3)  # a slow disk
-        return real_append(path, data, fsync=fsync)
+        return real_append(self, path, data)
 
-    monkeypatch.setattr(transcript, "append_lines", slow_append)
+    monkeypatch.setattr(transcript.AppendBatch, "append", slow_append)
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
     ticks = 0
     done = asyncio.Event()

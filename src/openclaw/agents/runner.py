@@ -32,6 +32,7 @@ from openclaw.errors import (
     InternalError,
     InvalidRequestError,
     OpenClawError,
+    StoreUnavailableError,
     UnsupportedError,
     UpstreamTimeoutError,
 )
@@ -58,8 +59,8 @@ log = get_logger("runner")
 
 # Records read per run beyond the message budget, to see a history-reset marker in the tail.
 HISTORY_SLACK = 8
-# Transcript writes may trail the replies, but only this far: beyond it new runs wait for the
-# disk, so a burst cannot grow memory without bound.
+# Writes of aborted and failed runs trail them (nobody waits for their answer), but only this
+# far: beyond it new runs wait for the disk, so a burst cannot grow memory without bound.
 MAX_PENDING_WRITES = 4096
 
 
@@ -254,10 +255,9 @@ class AgentRunner:
         started = time.time()
         stored: list[ChatMessage] = []
         if not ephemeral:
-            pending = self._pending.get(key)
-            if pending is not None:
-                # The previous turn of this session is still being written.
-                await asyncio.shield(pending)
+            # The previous turn of this session (an aborted or failed one) may still be being
+            # written; its failure is not this run's.
+            await self.settled(key)
             _, records = await self.store.load(
                 key, agent.id, max_records=agent.max_history_messages + HISTORY_SLACK
             )
@@ -311,6 +311,18 @@ class AgentRunner:
         outcome = "aborted"
         error: OpenClawError | None = None
         deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
+
+        def turn_of(
+            text: str,
+            tool_calls: tuple[ToolCall, ...],
+            stop: StopReason,
+            error: OpenClawError | None,
+        ) -> Turn:
+            return self._turn(
+                key, agent, ephemeral, params, merged.diverged, history, text, tool_calls,
+                usage, stop, used_ref, run_id, started, error,
+            )  # fmt: skip
+
         try:
             async with contextlib.aclosing(
                 self.providers.stream(refs, request, deltas=deltas)
@@ -367,44 +379,51 @@ class AgentRunner:
             log.exception("run failed", extra={"run_id": run_id})
             raise error from exc
         finally:
-            text = "".join(parts)
-            tool_calls = tuple(
-                ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items())
-            )
-            final_stop: StopReason = (
-                stop if outcome == "done" else ("aborted" if outcome == "aborted" else "error")
-            )
-            self._persist(
-                key,
-                agent,
-                ephemeral,
-                params,
-                merged.diverged,
-                history,
-                text,
-                tool_calls,
-                usage,
-                final_stop,
-                used_ref,
-                run_id,
-                started,
-                error,
-            )
-            phase = {"done": "end", "error": "error", "aborted": "aborted"}[outcome]
-            data: dict[str, object] = {"phase": phase}
-            if error is not None:
-                data["error"] = error.message
-            if usage is not None:
-                self._emit(run_id, key, "usage", usage.as_dict())
-            self._emit(run_id, key, "lifecycle", data)
+            if outcome != "done":
+                # Nobody waits for a failed or abandoned run's answer: its turn is stored in the
+                # background, and the next run on the key waits for it (``_pending``).
+                turn = turn_of(
+                    "".join(parts),
+                    _tool_calls(calls),
+                    "aborted" if outcome == "aborted" else "error",
+                    error,
+                )
+                with contextlib.suppress(Exception):  # logged by _queue
+                    self._queue(turn)
+                self._ended(run_id, key, outcome, error, usage)
+        text = "".join(parts)
+        tool_calls = _tool_calls(calls)
         assert usage is not None
+        turn = turn_of(text, tool_calls, stop, None)
+        # Durable before answered: the result (and with it the reply's final bytes on every
+        # door) goes out only once the turn is committed, so a client that was answered never
+        # finds the turn missing after a crash.  Deltas have already gone out as they came.
+        try:
+            await self._commit(turn)
+        except asyncio.CancelledError:
+            self._ended(run_id, key, "aborted", None, usage)
+            raise
+        except StoreUnavailableError as exc:
+            self._ended(run_id, key, "error", exc, usage)
+            raise
+        self._ended(run_id, key, "done", None, usage)
         yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref, tool_calls)
 
     def _emit(self, run_id: str, key: str, stream: Stream, data: Mapping[str, object]) -> None:
         if self.bus.has_listeners(run_id):
             self.bus.publish(AgentEvent(run_id, stream, dict(data), key))
 
-    def _persist(
+    def _ended(
+        self, run_id: str, key: str, outcome: str, error: OpenClawError | None, usage: Usage | None
+    ) -> None:
+        if usage is not None:
+            self._emit(run_id, key, "usage", usage.as_dict())
+        data: dict[str, object] = {"phase": _PHASES[outcome]}
+        if error is not None:
+            data["error"] = error.message
+        self._emit(run_id, key, "lifecycle", data)
+
+    def _turn(
         self,
         key: str,
         agent: Agent,
@@ -420,10 +439,9 @@ class AgentRunner:
         run_id: str,
         started: float,
         error: OpenClawError | None,
-    ) -> None:
-        """Write this turn in the background, so the reply is not held up by the disk.  The next
-        run on the key waits for the write before reading history (``_pending``), readers can
-        wait for it (``settled``), and shutdown waits for all writes (``drain``)."""
+    ) -> Turn:
+        """The run's transcript write: a history reset if the client's history diverged, the
+        turn's input messages, the assistant's reply."""
         records: list[TranscriptRecord] = []
         if diverged:
             records.append(reset_record(history, started, run_id))
@@ -456,7 +474,7 @@ class AgentRunner:
                 meta=meta or None,
             )
         )
-        turn = Turn(
+        return Turn(
             key=key,
             agent_id=agent.id,
             ephemeral=ephemeral,
@@ -464,16 +482,35 @@ class AgentRunner:
             model=ref,
             usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
         )
+
+    def _queue(self, turn: Turn) -> asyncio.Future[None]:
+        """Hand ``turn`` to the store.  The next run on the key waits for the write before
+        reading history (``_pending``), readers can wait for it (``settled``), and shutdown
+        waits for all writes (``drain``)."""
         try:
             written = self.store.record_turn(turn)
         except Exception:
-            log.exception("failed to store a transcript turn", extra={"session": key})
-            return
+            log.exception("failed to store a transcript turn", extra={"session": turn.key})
+            raise
         self._writes.add(written)
-        written.add_done_callback(lambda f: self._written(key, f))
-        if not ephemeral:
-            # The next run on this key waits for this write before reading history.
-            self._pending[key] = written
+        written.add_done_callback(lambda f: self._written(turn.key, f))
+        if not turn.ephemeral:
+            self._pending[turn.key] = written
+        return written
+
+    async def _commit(self, turn: Turn) -> None:
+        """Queue ``turn`` and wait until it is committed.  Cancelling the wait leaves the write
+        going (the turn was answered by the model; it is kept)."""
+        try:
+            written = self._queue(turn)
+        except Exception as exc:  # the store is closed (shutdown): the turn cannot be kept
+            raise StoreUnavailableError() from exc
+        try:
+            await asyncio.shield(written)
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:  # not an I/O failure: a bug, logged by _written
+            raise InternalError() from exc
 
     def _written(self, key: str, written: asyncio.Future[None]) -> None:
         self._writes.discard(written)
@@ -481,20 +518,29 @@ class AgentRunner:
             self._write_room.set()
         if self._pending.get(key) is written:
             del self._pending[key]
-        if not written.cancelled() and written.exception() is not None:
-            log.error(
-                "failed to store a transcript turn",
-                exc_info=written.exception(),
-                extra={"session": key},
-            )
+        if written.cancelled():
+            return
+        exc = written.exception()
+        # A StoreUnavailableError was logged by the store with its cause.
+        if exc is not None and not isinstance(exc, StoreUnavailableError):
+            log.error("failed to store a transcript turn", exc_info=exc, extra={"session": key})
 
     async def settled(self, key: str) -> None:
-        """Wait until the last run's turn on ``key`` is in the transcript."""
+        """Wait until the last run's turn on ``key`` is written (or has failed to be)."""
         pending = self._pending.get(key)
         if pending is not None:
-            await asyncio.shield(pending)
+            await asyncio.wait((pending,))
 
     async def drain(self) -> None:
         """Wait for every pending transcript write (shutdown calls this before closing stores)."""
         while self._writes:
             await asyncio.wait(list(self._writes))
+
+
+_PHASES = {"done": "end", "error": "error", "aborted": "aborted"}
+
+
+def _tool_calls(calls: dict[int, list[str]]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items())
+    )

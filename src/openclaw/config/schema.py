@@ -186,6 +186,9 @@ class MaintenanceConfig(_Model):
 
 class SessionConfig(_Model):
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    # A committed turn always survives a killed process; fsync makes it survive a power cut
+    # (transcript lines synced, SQLite synchronous=FULL), at the cost of a disk flush per commit.
+    fsync: bool = False
 
 
 class Config(_Model):

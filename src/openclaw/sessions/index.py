@@ -16,11 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from openclaw.logs import get_logger
 from openclaw.sessions.models import SessionEntry
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 10.0
 _PRUNE_BATCH = 500
+
+log = get_logger("sessions.index")
 
 _COLUMNS = (
     "key, session_id, agent_id, created_at, updated_at, model,"
@@ -164,7 +167,7 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 class SessionIndex:
     """Blocking access to ``sessions.sqlite``; see the module docstring for the threading rule."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit, so single statements never hold a lock longer than
         # themselves and transactions are exactly the ones written out below.
@@ -172,8 +175,10 @@ class SessionIndex:
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             _enable_wal(self._db)
-            # NORMAL in WAL mode: a power cut may lose the last commits, never corrupts the file.
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            # NORMAL in WAL mode: a commit is in the OS's hands once COMMIT returns, so it survives
+            # a killed process; a power cut may lose the last commits, never corrupts the file.
+            # FULL syncs the WAL on every commit: commits survive a power cut too.
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
             with self._transaction():
                 for statement in _SCHEMA:
                     self._db.execute(statement)
@@ -206,10 +211,35 @@ class SessionIndex:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (busy, disk full) leaves the transaction open; some errors (I/O,
+            # full) have already rolled it back, and ROLLBACK would then fail too.
+            self._rollback("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside ``transaction()``: the calls in the block are undone together if it raises,
+        without undoing the rest of the transaction."""
+        self._db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            # ROLLBACK TO keeps the savepoint open; RELEASE then closes it, changing nothing.
+            self._rollback("ROLLBACK TO part", "RELEASE part")
+            raise
+        self._db.execute("RELEASE part")
+
+    def _rollback(self, *statements: str) -> None:
+        if not self._db.in_transaction:
+            return
+        try:
+            for statement in statements:
+                self._db.execute(statement)
+        except sqlite3.Error as exc:
+            # The error already being raised is the one to report.
+            log.error("index rollback failed", extra={"error": str(exc)})
 
     def get(self, key: str) -> SessionEntry | None:
         """The row for ``key``, if any."""

@@ -8,21 +8,31 @@ Layout under the state dir::
 Each store owns one worker thread; all SQLite and file I/O runs there, one job per call, so the
 event loop never blocks and a call is never half-done by cancellation: cancelling the awaiting task
 either drops a call that had not started or lets it finish in the background.
+
+Durability: every write is one index transaction, and the JSONL lines it covers are written (with
+``fsync``: synced) before it commits and stay locked until it has, so a failed commit cuts them
+back off and no reader sees them early.  Once a write has returned (a ``record_turn`` future is
+done), it survives a killed process (WAL, ``synchronous=NORMAL``); with ``fsync``
+(``session.fsync``) it survives a power cut too.  I/O and SQLite failures reach callers as
+``StoreUnavailableError``; the details are logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from openclaw.errors import StoreUnavailableError
 from openclaw.ids import uuid4_str
 from openclaw.logs import get_logger
 from openclaw.sessions import transcript
@@ -35,7 +45,6 @@ T = TypeVar("T")
 INDEX_FILENAME = "sessions.sqlite"
 # Bounded in entries and records per entry; a run asks for the agent's history budget (100 + 8).
 TAIL_CACHE_SESSIONS = 128
-EPHEMERAL_FLUSH_DELAY = 0.005
 TAIL_CACHE_RECORDS = 128
 
 log = get_logger("sessions")
@@ -95,7 +104,8 @@ class SessionStore(Protocol):
 
     def record_turn(self, turn: Turn) -> asyncio.Future[None]:
         """Queue a run's write (create the session if needed, append its records); the future
-        is done once it is stored.  Writes may be batched."""
+        is done once it is committed, or fails with ``StoreUnavailableError``.  Turns queued
+        while a write is in flight share the next one (group commit)."""
 
     async def delete(self, key: str) -> bool:
         """Delete a session and its transcript; False when there was none."""
@@ -126,14 +136,11 @@ class SqliteSessionStore:
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
         self._index: SessionIndex | None = None  # only ever touched on the worker thread
-        # Turns waiting to be written, and whether a flush job is queued or running: while one
-        # runs, new turns gather, so under load one thread hop and one transaction carry many.
+        # Turns waiting to be written, and whether a write of earlier ones is in flight.
         self._turns: list[tuple[Turn, asyncio.Future[None]]] = []
+        self._flushing = False
         # Worker-thread only: path -> (file size, last records, whether that is all of them).
         self._tails: OrderedDict[Path, tuple[int, list[TranscriptRecord], bool]] = OrderedDict()
-        self._flushing = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._urgent = False  # a stored session's turn is waiting: flush without delay
 
     @property
     def state_dir(self) -> Path:
@@ -172,10 +179,6 @@ class SqliteSessionStore:
 
     async def close(self) -> None:
         """Close the index and stop the worker thread once the calls already queued are done."""
-        if self._timer is not None:
-            # Queued turns are written now, not dropped.
-            self._timer.cancel()
-            self._flush_later()
         pending = [done for _, done in self._turns]
         while self._flushing or pending:
             if pending:
@@ -234,7 +237,8 @@ class SqliteSessionStore:
         model: str | None,
         usage: tuple[int, int] | None,
     ) -> SessionEntry:
-        """Append ``records`` as JSONL in one write, then bump the index row; the updated entry.
+        """Append ``records`` as JSONL in one write and bump the index row, in one transaction;
+        the updated entry.
 
         ``usage`` is (prompt_tokens, completion_tokens) to add; ``model`` None keeps the old one.
         """
@@ -244,22 +248,8 @@ class SqliteSessionStore:
         batch = tuple(records)  # the caller's sequence may change while we wait for the worker
 
         def job() -> SessionEntry:
-            self._write_records(entry, batch)
-            now = self._clock()
-            updated = self._idx().record_append(
-                entry,
-                now=now,
-                model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-            )
-            if updated is None:
-                log.warning(
-                    "session key was re-created during the run; index row left unchanged",
-                    extra={"session_key": entry.key, "session_id": entry.session_id},
-                )
-                return bumped(entry, now, model, prompt_tokens, completion_tokens)
-            return updated
+            with self._writing() as write:
+                return self._write_turn(write, entry, batch, model, usage)
 
         return await self._run(job)
 
@@ -276,45 +266,28 @@ class SqliteSessionStore:
         return await self._run(job)
 
     def record_turn(self, turn: Turn) -> asyncio.Future[None]:
-        """Queue ``turn``; it is written with whatever else is waiting, in one transaction, and
-        the returned future is done once it is stored.  No task per write."""
+        """Queue ``turn``; the returned future is done once it is committed, or fails with
+        ``StoreUnavailableError``.  No task and no timer per write: see ``_schedule``."""
         _check_key(turn.key, turn.agent_id)
         if self._executor is None:
             raise RuntimeError("session store is not open")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._turns.append((turn, done))
-        if not turn.ephemeral:
-            self._urgent = True
         self._schedule()
         return done
 
     def _schedule(self) -> None:
-        """Start a flush for the waiting turns unless one is running (it reschedules when done).
-        A stored session's turn goes at once: its next run waits for it.  Per-request turns
-        wait a moment to share a transaction: one hop and one commit for many, and less for
-        the worker to take from the event loop's GIL."""
+        """Start a write of the waiting turns at once unless one is in flight; when it ends, it
+        starts the next with whatever gathered meanwhile (group commit: one thread hop and one
+        commit for many turns under load, one commit's wait per run, no delay when idle).
+        ``call_soon`` lets turns queued in the same loop iteration share the first one."""
         if self._flushing or not self._turns:
             return
-        if self._urgent:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(EPHEMERAL_FLUSH_DELAY, self._flush_later)
-
-    def _flush_later(self) -> None:
-        self._timer = None
-        if not self._flushing:
-            self._flushing = True
-            self._flush()
+        self._flushing = True
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         batch, self._turns = self._turns, []
-        self._urgent = False
         if not batch:
             self._flushing = False
             return
@@ -325,7 +298,7 @@ class SqliteSessionStore:
         def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
             exc = fut.exception()
             results: list[BaseException | None] = (
-                [exc] * len(batch) if exc is not None else fut.result()
+                [_store_error(exc)] * len(batch) if exc is not None else fut.result()
             )
             for (_, done), err in zip(batch, results, strict=True):
                 if done.done():
@@ -339,32 +312,77 @@ class SqliteSessionStore:
 
         work.add_done_callback(finished)
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[_Write]:
+        """Worker side: one index transaction with the transcript appends it covers.  The lines
+        are written (and synced, with ``fsync``) before the commit, and cut back off if the
+        commit fails; the tail cache learns them only once committed."""
+        write = _Write(transcript.AppendBatch(fsync=self._fsync), [])
+        kept = False
+        try:
+            with self._idx().transaction():
+                yield write
+                write.appends.sync()
+            kept = True
+        finally:
+            write.appends.release(keep=kept)
+        for path, before, after, records in write.learned:
+            self._cache_written(path, before, after, records)
+
     def _write_turns(self, turns: list[Turn]) -> list[BaseException | None]:
-        """Worker side: every turn's lines, then one index transaction for all of them."""
+        """Worker side: every turn in one transaction.  A turn that fails is undone alone (a
+        savepoint for its rows, its lines cut back); a failed commit fails them all."""
         results: list[BaseException | None] = []
-        with self._idx().transaction():
+        with self._writing() as write:
             for turn in turns:
+                mark, learned = write.appends.mark(), len(write.learned)
                 try:
-                    now = self._clock()
-                    if turn.ephemeral and self._insert_new(turn, now):
-                        results.append(None)
-                        continue
-                    entry = self._idx().get_or_insert(
-                        self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)
-                    )
-                    self._write_records(entry, turn.records)
-                    prompt, completion = turn.usage or (0, 0)
-                    self._idx().record_append(
-                        entry,
-                        now=now,
-                        model=turn.model,
-                        prompt_tokens=prompt,
-                        completion_tokens=completion,
-                    )
+                    with self._idx().savepoint():
+                        self._write_new_turn(write, turn)
                     results.append(None)
                 except Exception as exc:
-                    results.append(exc)
+                    write.appends.rewind(mark)
+                    del write.learned[learned:]
+                    results.append(_store_error(exc))
         return results
+
+    def _write_new_turn(self, write: _Write, turn: Turn) -> None:
+        if turn.ephemeral and self._insert_new(turn, self._clock()):
+            return
+        entry = self._idx().get_or_insert(
+            self._fresh(turn.key, turn.agent_id, ephemeral=turn.ephemeral)
+        )
+        self._write_turn(write, entry, turn.records, turn.model, turn.usage)
+
+    def _write_turn(
+        self,
+        write: _Write,
+        entry: SessionEntry,
+        records: Sequence[TranscriptRecord],
+        model: str | None,
+        usage: tuple[int, int] | None,
+    ) -> SessionEntry:
+        """Worker side, in a transaction: append ``records``, bump the row; the updated entry."""
+        data = _lines(records)
+        if entry.ephemeral:
+            # One row per turn (its JSONL lines together): half the inserts of a row per line.
+            self._idx().append_lines(entry.session_id, (data,))
+        else:
+            path = self.transcript_path(entry)
+            before, after = write.appends.append(path, data)
+            write.learned.append((path, before, after, tuple(records)))
+        now = self._clock()
+        prompt, completion = usage or (0, 0)
+        updated = self._idx().record_append(
+            entry, now=now, model=model, prompt_tokens=prompt, completion_tokens=completion
+        )
+        if updated is None:
+            log.warning(
+                "session key was re-created during the run; index row left unchanged",
+                extra={"session_key": entry.key, "session_id": entry.session_id},
+            )
+            return bumped(entry, now, model, prompt, completion)
+        return updated
 
     def _insert_new(self, turn: Turn, now: float) -> bool:
         """A per-request session is new by construction: one row insert with its final totals
@@ -383,18 +401,12 @@ class SqliteSessionStore:
         )
         if not self._idx().insert_new(entry):
             return False
-        self._write_records(entry, turn.records)
+        self._idx().append_lines(entry.session_id, (_lines(turn.records),))
         return True
 
-    def _write_records(self, entry: SessionEntry, records: Sequence[TranscriptRecord]) -> None:
-        """Worker side: ephemeral sessions keep their lines in the index, others in JSONL."""
-        data = b"".join(record.to_json_bytes() for record in records)
-        if entry.ephemeral:
-            # One row per turn (its JSONL lines together): half the inserts of a row per line.
-            self._idx().append_lines(entry.session_id, (data,))
-            return
-        path = self.transcript_path(entry)
-        before, after = transcript.append_lines(path, data, fsync=self._fsync)
+    def _cache_written(
+        self, path: Path, before: int, after: int, records: Sequence[TranscriptRecord]
+    ) -> None:
         cached = self._tails.pop(path, None)
         if cached is not None and cached[0] == before:
             # Nobody else wrote since we read: the cache stays exact with our records added.
@@ -515,7 +527,10 @@ class SqliteSessionStore:
         # run_in_executor does not carry contextvars over; copy them so log lines keep the
         # request id.
         ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn)
+        except (OSError, sqlite3.Error) as exc:
+            raise _store_error(exc) from exc
 
     def _idx(self) -> SessionIndex:
         if self._index is None:
@@ -523,7 +538,7 @@ class SqliteSessionStore:
         return self._index
 
     def _open_sync(self) -> None:
-        self._index = SessionIndex(self._state_dir / INDEX_FILENAME)
+        self._index = SessionIndex(self._state_dir / INDEX_FILENAME, fsync=self._fsync)
 
     def _close_sync(self) -> None:
         index, self._index = self._index, None
@@ -549,6 +564,34 @@ if TYPE_CHECKING:
     # mypy proves here that the embedded store satisfies the protocol.
     def _conforms(store: SqliteSessionStore) -> SessionStore:
         return store
+
+
+# (path, size before, size after, records) of one JSONL append, for the tail cache.
+_CacheUpdate = tuple[Path, int, int, tuple[TranscriptRecord, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One write transaction in progress: its transcript appends, and what the tail cache
+    learns once it commits."""
+
+    appends: transcript.AppendBatch
+    learned: list[_CacheUpdate]
+
+
+def _lines(records: Iterable[TranscriptRecord]) -> bytes:
+    return b"".join(record.to_json_bytes() for record in records)
+
+
+def _store_error(exc: BaseException) -> BaseException:
+    """An I/O or SQLite failure as the client-facing ``StoreUnavailableError`` (the details are
+    logged here, once); anything else (a bad key: a bug) unchanged."""
+    if not isinstance(exc, OSError | sqlite3.Error):
+        return exc
+    log.error("session store failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+    err = StoreUnavailableError()
+    err.__cause__ = exc
+    return err
 
 
 def _check_key(key: str, agent_id: str) -> None:

@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -43,40 +44,139 @@ def transcript_path(state_dir: Path, agent_id: str, session_id: str) -> Path:
 
 def append_lines(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
     """Append complete ``\\n``-terminated lines in one write, under an exclusive flock; the file's
-    size before and after (so a cache can tell whether anyone else wrote in between).
+    size before and after.  (One-off appends; the store appends through ``AppendBatch``.)"""
+    batch = AppendBatch(fsync=fsync)
+    try:
+        sizes = batch.append(path, data)
+        batch.sync()
+    except BaseException:
+        batch.release(keep=False)
+        raise
+    batch.release(keep=True)
+    return sizes
 
-    If the file ends in a torn line (a crash mid-write), a ``\\n`` is written first so the torn
-    bytes stay a line of their own and the new lines parse.
+
+@dataclass(slots=True)
+class _Held:
+    fd: int
+    start: int  # size when the batch took the lock
+    size: int  # size after the batch's writes so far
+    created: bool
+
+
+class AppendBatch:
+    """Appends to transcripts inside one index transaction.
+
+    Each file stays under its exclusive flock from its first append until ``release``, so that a
+    failed transaction can cut its lines back off (``release(keep=False)``) without touching
+    lines another process wrote, and readers elsewhere never see lines the index has not
+    committed.  The lock order is always: the index's write lock first, then files, so two
+    processes cannot deadlock.  Not thread-safe: one batch belongs to one worker thread.
     """
-    if not data:
-        return (-1, -1)
-    if not data.endswith(b"\n"):
-        raise ValueError("data must end with a newline")
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
-    try:
-        _lock(fd, exclusive=True)
+
+    def __init__(self, *, fsync: bool) -> None:
+        self._fsync = fsync
+        self._held: dict[Path, _Held] = {}
+
+    def append(self, path: Path, data: bytes) -> tuple[int, int]:
+        """Write complete lines at the end of ``path``; its size before and after.
+
+        If the file ends in a torn line (a crash mid-write), a ``\\n`` is written first so the
+        torn bytes stay a line of their own and the new lines parse.  A failed write is cut
+        back off before the error propagates: nothing half-written stays behind.
+        """
+        if not data:
+            return (-1, -1)
+        if not data.endswith(b"\n"):
+            raise ValueError("data must end with a newline")
+        held = self._held.get(path) or self._take(path)
+        before = held.size
+        if before and os.pread(held.fd, 1, before - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
         try:
-            # Checked under the lock: another process may have just finished a line.
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data
-            view = memoryview(data)
-            # One write is the normal case; a short write (disk nearly full, signal) is finished
-            # under the same lock, so no other writer can land inside our lines.
+            # One write is the normal case; a short write (disk nearly full, signal) is
+            # finished under the same lock, so no other writer can land inside our lines.
             while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
+                view = view[os.write(held.fd, view) :]
+        except BaseException:
+            self._cut(path, held, before)
+            raise
+        held.size = before + len(data)
+        return before, held.size
+
+    def mark(self) -> dict[Path, int]:
+        """The current size of every file in the batch, for ``rewind``."""
+        return {path: held.size for path, held in self._held.items()}
+
+    def rewind(self, mark: dict[Path, int]) -> None:
+        """Cut every file back to its size at ``mark`` (files taken since: to their start)."""
+        for path, held in self._held.items():
+            self._cut(path, held, mark.get(path, held.start))
+
+    def sync(self) -> None:
+        """With ``fsync``: the written lines (and new files' directory entries) reach the disk.
+        Called before the index commits, so the index never points past what the disk holds."""
+        if not self._fsync:
+            return
+        dirs: set[Path] = set()
+        for path, held in self._held.items():
+            if held.size != held.start:
+                os.fsync(held.fd)
+                if held.created:
+                    dirs.add(path.parent)
+        for directory in dirs:
+            fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
                 os.fsync(fd)
-        finally:
-            _unlock(fd)
-    finally:
-        os.close(fd)
-    return size, size + len(data)
+            finally:
+                os.close(fd)
+
+    def release(self, *, keep: bool) -> None:
+        """Unlock and close every file; ``keep=False`` first cuts each back to its start."""
+        held, self._held = self._held, {}
+        for path, h in held.items():
+            if not keep:
+                self._cut(path, h, h.start)
+            try:
+                _unlock(h.fd)
+            finally:
+                os.close(h.fd)
+
+    def _take(self, path: Path) -> _Held:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        created = not path.exists()
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        try:
+            _lock(fd, exclusive=True)
+            # Read under the lock: another process may have just finished a line.
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        held = _Held(fd, size, size, created)
+        self._held[path] = held
+        return held
+
+    @staticmethod
+    def _cut(path: Path, held: _Held, size: int) -> None:
+        """Truncate to ``size``.  A failure is logged, not raised: the caller is already failing
+        with the error that matters, and there is no other way to take the lines back."""
+        try:
+            if held.size == size and os.fstat(held.fd).st_size == size:
+                return
+            os.ftruncate(held.fd, size)
+        except OSError as exc:
+            log.error(
+                "could not cut back a failed transcript write",
+                extra={"path": str(path), "error": str(exc)},
+            )
+            return
+        held.size = size
 
 
 def read_tail(

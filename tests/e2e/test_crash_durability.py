@@ -1,0 +1,261 @@
+"""Durable before answered: a gateway killed with SIGKILL under load never loses a turn it
+answered.
+
+Clients with their own OpenAI ``user`` sessions (every third turn streamed), plus clients with
+per-request sessions, send turns one after another to a real ``openclaw gateway run`` process.
+Each round the process is SIGKILLed once a seeded random number of turns has been answered (so
+the kill lands in every phase of the other clients' requests: upstream call, commit, reply on
+the wire), then started again on the same state dir.  Afterwards, every turn that got a complete
+answer (a 200 with the whole reply; for a stream, ``data: [DONE]``) must be in its session's
+history exactly once, in order, with its reply; and every model call must have seen every turn
+its session had answered before.
+
+Short version in the default test run (``KILLS`` = 10); the long one::
+
+    OPENCLAW_CRASH_KILLS=100 .venv/bin/python -m pytest tests/e2e/test_crash_durability.py
+
+(``OPENCLAW_CRASH_SEED`` picks another seed.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from openclaw.sessions import SqliteSessionStore, user_key
+from tests.e2e.processes import ENABLED, TOKEN, GatewayProcess
+from tests.upstream import FakeUpstream
+
+KILLS = int(os.environ.get("OPENCLAW_CRASH_KILLS", "10"))
+SEED = int(os.environ.get("OPENCLAW_CRASH_SEED", "8"))
+USERS = [f"user-{i}" for i in range(6)]
+EPHEMERAL_CLIENTS = [f"anon-{i}" for i in range(2)]
+# Answered turns in a round before the kill: at least a few, so every round has load.
+KILL_AFTER = (5, 60)
+
+pytestmark = pytest.mark.timeout(120 + 10 * KILLS)
+
+
+@dataclass
+class Ledger:
+    """What the clients were told."""
+
+    next_turn: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, list[int]] = field(default_factory=dict)  # client -> turn numbers
+    ephemeral: list[tuple[str, str]] = field(default_factory=list)  # (session key, text)
+    unanswered: int = 0
+    problems: list[str] = field(default_factory=list)  # anything but a dead connection
+
+    def total_answered(self) -> int:
+        return sum(map(len, self.answered.values())) + len(self.ephemeral)
+
+
+def _text(client: str, n: int) -> str:
+    return f"{client} turn {n}"
+
+
+def _parse_text(text: str) -> tuple[str, int] | None:
+    client, sep, n = text.partition(" turn ")
+    return (client, int(n)) if sep and n.isdigit() else None
+
+
+async def _send(
+    http: aiohttp.ClientSession, port: int, text: str, *, user: str | None, stream: bool
+) -> tuple[str | None, str | None]:
+    """One turn: (session key, problem).  A dead connection raises ``aiohttp.ClientError``."""
+    body: dict[str, Any] = {"model": "openclaw", "messages": [{"role": "user", "content": text}]}
+    if user is not None:
+        body["user"] = user
+    if stream:
+        body["stream"] = True
+    async with http.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    ) as resp:
+        key = resp.headers.get("x-openclaw-session-key")
+        if resp.status != 200:
+            return key, f"{text!r}: HTTP {resp.status} {await resp.text()}"
+        want = f"Echo: {text}"
+        if not stream:
+            reply = orjson.loads(await resp.read())
+            got = reply["choices"][0]["message"]["content"]
+            return key, None if got == want else f"{text!r}: reply {got!r}"
+        parts: list[str] = []
+        finish = None
+        async for line in resp.content:
+            if line == b"data: [DONE]\n":
+                got = "".join(parts)
+                if got != want or finish != "stop":
+                    return key, f"{text!r}: streamed {got!r}, finish {finish!r}"
+                return key, None
+            if line.startswith(b"data: "):
+                chunk = orjson.loads(line[6:])
+                if "error" in chunk:
+                    return key, f"{text!r}: stream error {chunk['error']}"
+                for choice in chunk["choices"]:
+                    parts.append(choice["delta"].get("content") or "")
+                    finish = choice["finish_reason"] or finish
+        raise aiohttp.ClientPayloadError("stream ended without [DONE]")
+
+
+async def _client(
+    name: str,
+    port: int,
+    ledger: Ledger,
+    stop: asyncio.Event,
+    answered: asyncio.Queue[None],
+) -> None:
+    """Turns one after another until the gateway dies under it (or the round is over)."""
+    stored = name in USERS
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        while not stop.is_set():
+            n = ledger.next_turn.get(name, 0)
+            ledger.next_turn[name] = n + 1
+            text = _text(name, n)
+            try:
+                key, problem = await _send(
+                    http, port, text, user=name if stored else None, stream=n % 3 == 2
+                )
+            except (aiohttp.ClientError, ConnectionError):
+                ledger.unanswered += 1  # killed mid-turn: it may or may not be stored
+                return
+            if problem is not None:
+                ledger.problems.append(problem)
+                return
+            if stored:
+                ledger.answered.setdefault(name, []).append(n)
+            else:
+                assert key is not None
+                ledger.ephemeral.append((key, text))
+            answered.put_nowait(None)
+
+
+async def _round(tmp: Path, config: dict[str, Any], ledger: Ledger, kill_after: int) -> None:
+    gw = await asyncio.to_thread(GatewayProcess, tmp, config)
+    try:
+        stop = asyncio.Event()
+        answered: asyncio.Queue[None] = asyncio.Queue()
+        clients = [
+            asyncio.create_task(_client(name, gw.port, ledger, stop, answered))
+            for name in (*USERS, *EPHEMERAL_CLIENTS)
+        ]
+        all_done = asyncio.ensure_future(asyncio.gather(*clients))
+        for _ in range(kill_after):
+            got = asyncio.ensure_future(answered.get())
+            await asyncio.wait({got, all_done}, return_when=asyncio.FIRST_COMPLETED)
+            if not got.done():
+                got.cancel()
+                break  # every client stopped: a problem, reported below
+        gw.proc.kill()
+        stop.set()
+        await all_done
+    finally:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+        await asyncio.to_thread(gw.proc.wait)
+        gw.close()
+
+
+async def _stored_history(state: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """(user sessions' records, per-request sessions' records by key), read after the kills."""
+    users: dict[str, list[Any]] = {}
+    async with SqliteSessionStore(state) as store:
+        for name in USERS:
+            entry = await store.get(user_key("main", name))
+            users[name] = [] if entry is None else await store.read_history(entry, max_records=None)
+        ephemeral: dict[str, list[Any]] = {}
+        for entry in await store.list_sessions("main", limit=1_000_000, include_ephemeral=True):
+            if entry.ephemeral:
+                ephemeral[entry.key] = await store.read_history(entry, max_records=None)
+    return users, ephemeral
+
+
+def _check_user_session(name: str, answered: list[int], records: list[Any]) -> list[str]:
+    """Every answered turn once, in order, followed by its reply; nothing out of order."""
+    problems = []
+    turns: list[int] = []
+    replies: dict[int, str] = {}
+    for i, record in enumerate(records):
+        if record.role != "user":
+            continue
+        parsed = _parse_text(record.content)
+        if parsed is None or parsed[0] != name:
+            problems.append(f"{name}: foreign record {record.content!r}")
+            continue
+        turns.append(parsed[1])
+        nxt = records[i + 1] if i + 1 < len(records) else None
+        if nxt is not None and nxt.role == "assistant":
+            replies[parsed[1]] = nxt.content
+    if turns != sorted(set(turns)):
+        problems.append(f"{name}: turns stored out of order or twice: {turns}")
+    stored = set(turns)
+    for n in answered:
+        if n not in stored:
+            problems.append(f"{name}: answered turn {n} is missing from the history")
+        elif replies.get(n) != f"Echo: {_text(name, n)}":
+            problems.append(f"{name}: answered turn {n} has reply {replies.get(n)!r}")
+    return problems
+
+
+def _check_model_saw_history(up: FakeUpstream, ledger: Ledger) -> list[str]:
+    """Each model call of a stored session carried every turn answered before it."""
+    problems = []
+    answered = {name: set(turns) for name, turns in ledger.answered.items()}
+    for req in up.requests:
+        messages = (req.body or {}).get("messages") or []
+        texts = [m["content"] for m in messages if m.get("role") == "user"]
+        parsed = _parse_text(texts[-1]) if texts else None
+        if parsed is None or parsed[0] not in USERS:
+            continue
+        name, n = parsed
+        seen = {_parse_text(t) for t in texts}
+        for m in sorted(answered.get(name, ())):
+            if m < n and (name, m) not in seen:
+                problems.append(f"{name}: the model call for turn {n} did not see turn {m}")
+    return problems
+
+
+async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    config = {
+        **ENABLED,
+        "models": {
+            "providers": {
+                "up": {
+                    "api": "openai-completions",
+                    "baseUrl": upstream.base_url,
+                    "maxRetries": 0,
+                    "models": [{"id": "m"}],
+                }
+            }
+        },
+        "agents": {"defaults": {"model": "up/m", "maxHistoryMessages": 100_000}},
+        "session": {"maintenance": {"ephemeralMaxCount": 1_000_000}},
+    }
+    ledger = Ledger()
+    for _ in range(KILLS):
+        await _round(tmp_path, config, ledger, rng.randint(*KILL_AFTER))
+        assert not ledger.problems, ledger.problems
+
+    users, ephemeral = await _stored_history(tmp_path / "state")
+    problems = []
+    for name in USERS:
+        problems += _check_user_session(name, ledger.answered.get(name, []), users[name])
+    for key, text in ledger.ephemeral:
+        got = [(r.role, r.content) for r in ephemeral.get(key, [])]
+        if got != [("user", text), ("assistant", f"Echo: {text}")]:
+            problems.append(f"per-request session {key} ({text!r}) holds {got}")
+    problems += _check_model_saw_history(upstream, ledger)
+    assert not problems, "\n".join(problems[:50])
+    # The run really was under load and really was cut short, many times.
+    assert ledger.total_answered() >= KILLS * KILL_AFTER[0]
+    assert ledger.unanswered >= KILLS
