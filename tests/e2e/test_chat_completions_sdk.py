@@ -7,7 +7,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.conftest import transcripts, wait_for
+from tests.e2e.conftest import transcripts
 from tests.harness import RunningGateway
 from tests.upstream import Answer, FakeUpstream
 
@@ -201,7 +201,9 @@ def test_user_gives_a_stable_session_and_history_is_not_doubled(
         "Echo: what is my name",
         "again",
     ]
-    [records] = wait_for(lambda: [t for t in transcripts(chat_gateway.state_dir) if len(t) >= 6])
+    [records] = [
+        t for t in transcripts(chat_gateway.state_dir) if len(t) >= 6
+    ]  # stored before the reply
     assert [r["role"] for r in records] == ["user", "assistant"] * 3
     assert records[1]["usage"]["completion_tokens"] == 5
     assert records[1]["stopReason"] == "stop"
@@ -233,7 +235,9 @@ def test_edited_history_uses_the_clients_version_once(
     assert second == ["edited question", "edited answer", "next"]
     third = [m["content"] for m in upstream.model_requests[2].body["messages"]]
     assert third == ["edited question", "edited answer", "next", "Echo: next", "more"]
-    [records] = wait_for(lambda: [t for t in transcripts(chat_gateway.state_dir) if len(t) >= 7])
+    [records] = [
+        t for t in transcripts(chat_gateway.state_dir) if len(t) >= 7
+    ]  # stored before the reply
     resets = [r for r in records if (r.get("meta") or {}).get("type") == "history-reset"]
     assert len(resets) == 1
 
@@ -360,9 +364,7 @@ def test_usage_counted_when_upstream_reports_none(
     assert reply.usage.prompt_tokens > 0
     assert reply.usage.completion_tokens > 0
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    records = wait_for(
-        lambda: [
-            r for t in transcripts(chat_gateway.state_dir) for r in t if r["role"] == "assistant"
-        ]
-    )
+    records = [
+        r for t in transcripts(chat_gateway.state_dir) for r in t if r["role"] == "assistant"
+    ]  # stored before the reply
     assert any((r.get("meta") or {}).get("usageEstimated") for r in records)

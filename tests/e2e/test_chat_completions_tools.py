@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.e2e.conftest import chat_config, transcripts, wait_for
+from tests.e2e.conftest import chat_config, transcripts
 from tests.harness import RunningGateway
 from tests.upstream import FakeUpstream, ToolCalls
 
@@ -56,7 +56,9 @@ def test_tool_call_round_trip(chat_gateway: RunningGateway, upstream: FakeUpstre
     assert [m["role"] for m in second] == ["user", "assistant", "tool"]
     assert second[1]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert second[2]["tool_call_id"] == call.id
-    [records] = wait_for(lambda: [t for t in transcripts(chat_gateway.state_dir) if len(t) >= 4])
+    [records] = [
+        t for t in transcripts(chat_gateway.state_dir) if len(t) >= 4
+    ]  # stored before the reply
     assert records[1]["meta"]["toolCalls"][0]["function"]["name"] == "get_weather"
     assert records[2]["role"] == "tool"
 
