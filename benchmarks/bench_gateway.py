@@ -408,9 +408,11 @@ def spawn_gateway(
     *,
     log_level: str = "warning",
     variants: Sequence[str] = (),
+    source: Path | None = None,
 ) -> Proc:
     """``openclaw gateway run`` on a free port; with ``variants``, through ``gw_variant.py``
-    (what-if changes for cost attribution, see there)."""
+    (what-if changes for cost attribution, see there); with ``source``, the ``openclaw``
+    package of that tree (``--compare``) in this environment."""
     port = free_port()
     home = tmp / name
     state = home / "state"
@@ -427,6 +429,9 @@ def spawn_gateway(
     for var in ("OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD"):
         env.pop(var, None)
     command = [openclaw_bin()]
+    if source is not None:
+        command = [sys.executable, "-m", "openclaw"]
+        env["PYTHONPATH"] = str(source)
     if variants:
         command = [sys.executable, str(HERE / "gw_variant.py")]
         env["OPENCLAW_BENCH_VARIANTS"] = ",".join(variants)
@@ -897,11 +902,22 @@ def processes() -> Iterator[list[Proc]]:
                 p.stop()
 
 
-def run(settings: Settings, quick: bool) -> dict[str, Any]:
+def checkout(ref: str, into: Path) -> Path:
+    """The ``src`` tree of git ``ref`` (for ``--compare``), extracted under ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def run(settings: Settings, quick: bool, compare: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"quick": quick, "settings": settings.__dict__}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name, processes() as procs:
         tmp = Path(tmp_name)
+        base_src = checkout(compare, tmp / "base-tree") if compare else None
         # Stored sessions first (before the gateways that own them start).
         fill_s: dict[int, float] = {}
         for size in STATE_SIZES:
@@ -909,6 +925,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             n = asyncio.run(prefill(tmp / f"gw-{size // 1000}k" / "state", size))
             fill_s[size] = round(time.perf_counter() - t0, 2)
             print(f"prefilled {n:,} stored sessions in {fill_s[size]}s", flush=True)
+        if base_src is not None:
+            asyncio.run(prefill(tmp / "base-1k" / "state", STATE_SIZES[0]))
 
         up = spawn_ready("upstream", ["--serve", "upstream"])
         procs.append(up)
@@ -923,6 +941,10 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         ):
             gws[name] = spawn_gateway(name, tmp, up.port, log_level=level)
             procs.append(gws[name])
+        if base_src is not None:
+            for name in ("base", "base-1k"):
+                gws[name] = spawn_gateway(name, tmp, up.port, source=base_src)
+                procs.append(gws[name])
         print("servers up: " + ", ".join(f"{p.name}:{p.port}" for p in procs), flush=True)
 
         direct = Target("direct", up.port, UPSTREAM_MODEL, proc=up)
@@ -932,6 +954,12 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         gw_1k = Target("gw-user-1k", gws["gw-1k"].port, "openclaw", True, gws["gw-1k"])
         gw_100k = Target("gw-user-100k", gws["gw-100k"].port, "openclaw", True, gws["gw-100k"])
         every = [direct, hop_t, gw, gw_info, gw_1k, gw_100k]
+        if base_src is not None:
+            # The same gateways built from another commit, measured in the same rounds.
+            every += [
+                Target("base", gws["base"].port, "openclaw", proc=gws["base"]),
+                Target("base-user-1k", gws["base-1k"].port, "openclaw", True, gws["base-1k"]),
+            ]
 
         s = settings
         print("latency (non-streaming) ...", flush=True)
@@ -1027,6 +1055,16 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         ),
         "info_log_lines": info_lines,
     }
+    if compare:
+        derived["compare"] = {
+            "ref": compare,
+            "stateless_added_p50_ms_vs_base": round(p50["gw"] - p50["base"], 4),
+            "stateless_throughput_vs_base": ratio(rps["gw"], rps["base"]),
+            "stateful_added_p50_ms_vs_base": round(p50["gw-user-1k"] - p50["base-user-1k"], 4),
+            "stateful_throughput_vs_base": ratio(rps["gw-user-1k"], rps["base-user-1k"]),
+            "base_added_latency_p50_ms": round(p50["base"] - p50["direct"], 4),
+            "base_throughput_vs_hop": ratio(rps["base"], rps["hop"]),
+        }
     result.update(
         latency=latency,
         streaming=stream,
@@ -1151,6 +1189,14 @@ def report(res: dict[str, Any]) -> None:
         f"  stateful (user set) vs stateless: +{dv['stateful_added_p50_ms']:.3f} ms p50, "
         f"throughput x{dv['stateful_throughput_ratio']:.2f}"
     )
+    cmp = dv.get("compare")
+    if cmp:
+        print(
+            f"  vs {cmp['ref']} (same run): stateless {cmp['stateless_added_p50_ms_vs_base']:+.3f}"
+            f" ms p50, throughput x{cmp['stateless_throughput_vs_base']:.2f}; stateful (user)"
+            f" {cmp['stateful_added_p50_ms_vs_base']:+.3f} ms p50, throughput"
+            f" x{cmp['stateful_throughput_vs_base']:.2f}"
+        )
     env = res["environment"]
     print(
         f"\n{res['seconds']}s, {env['cpus']} CPUs, load average {env['loadavg']}; "
@@ -1164,6 +1210,11 @@ def main() -> None:
     parser.add_argument("--serve", choices=("upstream", "hop"), help=argparse.SUPPRESS)
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also measure gateways built from git REF (e.g. HEAD~1), in the same rounds",
+    )
     args = parser.parse_args()
     if args.serve == "upstream":
         serve_upstream()
@@ -1172,7 +1223,7 @@ def main() -> None:
         serve_hop(args.upstream_port)
         return
     random.seed(0)
-    res = run(QUICK if args.quick else FULL, args.quick)
+    res = run(QUICK if args.quick else FULL, args.quick, args.compare)
     res["output"] = str(args.output)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=2) + "\n")
