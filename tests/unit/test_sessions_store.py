@@ -264,15 +264,47 @@ def test_read_tail_reads_only_the_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert sum(read) <= 3 * 4096
 
 
-async def test_torn_last_line_is_skipped_and_later_appends_work(
+async def test_an_uncommitted_tail_is_invisible_and_cut_off_by_the_next_write(
     store: SqliteSessionStore, transcript_warnings: ListHandler
 ) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
     await store.append(entry, [rec(1), rec(2), rec(3)], model=None, usage=None)
     path = store.transcript_path(entry)
-    with path.open("ab") as f:  # a crash in the middle of writing a line
-        f.write(b'{"role": "assistant", "content": "half a li')
+    committed = path.read_bytes()
+    with path.open("ab") as f:  # a crash between writing lines and committing them
+        f.write(rec(99).to_json_bytes() + b'{"role": "assistant", "content": "half a li')
 
+    assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2", "m3"]
+    assert contents(await store.read_history(entry, max_records=2)) == ["m2", "m3"]
+    assert not transcript_warnings.records  # never even read
+
+    await store.append(entry, [rec(4), rec(5)], model=None, usage=None)
+    assert path.read_bytes() == committed + rec(4).to_json_bytes() + rec(5).to_json_bytes()
+    assert [r.getMessage() for r in transcript_warnings.records] == [
+        "cutting off an uncommitted transcript write"
+    ]
+    assert contents(await store.read_history(entry, max_records=None)) == [
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+        "m5",
+    ]
+
+
+async def test_a_transcript_without_a_recorded_length_keeps_a_torn_line_apart(
+    store: SqliteSessionStore, transcript_warnings: ListHandler
+) -> None:
+    """A session written before committed lengths were kept: the whole file counts."""
+    await store.import_entries([SessionEntry(KEY, "legacy", "main", T0, T0, None, 0, 0, False)])
+    entry = await store.get(KEY)
+    assert entry is not None and entry.transcript_bytes is None
+    path = store.transcript_path(entry)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(
+        b"".join(rec(i).to_json_bytes() for i in (1, 2, 3))
+        + b'{"role": "assistant", "content": "half a li'
+    )
     assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2", "m3"]
     assert contents(await store.read_history(entry, max_records=2)) == ["m2", "m3"]
     assert transcript_warnings.records
@@ -281,6 +313,8 @@ async def test_torn_last_line_is_skipped_and_later_appends_work(
     raw_lines = path.read_bytes().split(b"\n")
     assert raw_lines[3] == b'{"role": "assistant", "content": "half a li'
     assert orjson.loads(raw_lines[4])["content"] == "m4"
+    updated = await store.get(KEY)
+    assert updated is not None and updated.transcript_bytes == path.stat().st_size
     assert contents(await store.read_history(entry, max_records=None)) == [
         "m1",
         "m2",
@@ -295,10 +329,16 @@ async def test_torn_last_line_is_skipped_and_later_appends_work(
 async def test_unparseable_lines_of_every_kind_are_skipped(
     store: SqliteSessionStore, transcript_warnings: ListHandler
 ) -> None:
-    entry = await store.get_or_create(KEY, "main", ephemeral=False)
+    # Damage inside the committed part (a transcript without a recorded length: all of it).
+    await store.import_entries([SessionEntry(KEY, "damaged", "main", T0, T0, None, 0, 0, False)])
+    entry = await store.get(KEY)
+    assert entry is not None
     await store.append(entry, [rec(1)], model=None, usage=None)
-    with store.transcript_path(entry).open("ab") as f:
-        f.write(b"[1, 2]\n\xff\xfe\n{}\n" + b'{"role": "user", "content": 5, "timestamp": 1}\n\n')
+    path = store.transcript_path(entry)
+    junk = b"[1, 2]\n\xff\xfe\n{}\n" + b'{"role": "user", "content": 5, "timestamp": 1}\n\n'
+    path.write_bytes(path.read_bytes() + junk)
+    with sqlite3.connect(store.state_dir / "sessions.sqlite") as db:
+        db.execute("UPDATE sessions SET transcript_bytes = NULL")
     await store.append(entry, [rec(2)], model=None, usage=None)
     assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2"]
     assert len(transcript_warnings.records) == 4
@@ -615,9 +655,11 @@ async def test_slow_io_does_not_block_the_event_loop(
 ) -> None:
     real_append = transcript.AppendBatch.append
 
-    def slow_append(self: transcript.AppendBatch, path: Path, data: bytes) -> tuple[int, int]:
+    def slow_append(
+        self: transcript.AppendBatch, path: Path, data: bytes, **kw: Any
+    ) -> tuple[int, int]:
         time.sleep(0.3)  # a slow disk
-        return real_append(self, path, data)
+        return real_append(self, path, data, **kw)
 
     monkeypatch.setattr(transcript.AppendBatch, "append", slow_append)
     entry = await store.get_or_create(KEY, "main", ephemeral=False)

@@ -16,6 +16,7 @@ import pytest
 
 from openclaw.errors import StoreUnavailableError
 from openclaw.sessions import index as index_module
+from openclaw.sessions import store as store_module
 from openclaw.sessions import transcript
 from openclaw.sessions.index import SessionIndex
 from openclaw.sessions.models import TranscriptRecord
@@ -79,21 +80,28 @@ def test_release_without_keep_cuts_every_file_back_to_its_start(tmp_path: Path) 
 def test_fsync_syncs_the_lines_and_a_new_files_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[bool] = []
+    synced: list[str] = []
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(os.path.isdir(f"/proc/self/fd/{fd}"))
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "agents" / "main" / "new.jsonl"
     batch = transcript.AppendBatch(fsync=True)
-    batch.append(tmp_path / "new.jsonl", b"{}\n")
+    batch.append(path, b"{}\n")
     batch.sync()
     batch.release(keep=True)
-    assert sorted(synced) == [False, True]  # the file, then its directory
+    # The file, the directories made for it, and the directory each new entry was made in.
+    assert sorted(synced) == sorted(
+        str(p) for p in (path, path.parent, path.parent.parent, tmp_path)
+    )
     synced.clear()
-    transcript.append_lines(tmp_path / "new.jsonl", b"{}\n", fsync=False)
+    transcript.append_lines(path, b"{}\n", fsync=True)
+    assert synced == [str(path)]
+    synced.clear()
+    transcript.append_lines(path, b"{}\n", fsync=False)
     assert synced == []
 
 
@@ -201,11 +209,13 @@ async def test_turns_queued_during_a_commit_share_the_next_one(
     entered, release = threading.Event(), threading.Event()
     real_append: Callable[..., tuple[int, int]] = transcript.AppendBatch.append
 
-    def held_append(self: transcript.AppendBatch, path: Path, data: bytes) -> tuple[int, int]:
+    def held_append(
+        self: transcript.AppendBatch, path: Path, data: bytes, **kw: Any
+    ) -> tuple[int, int]:
         if b'"first"' in data:
             entered.set()
             release.wait(30)
-        return real_append(self, path, data)
+        return real_append(self, path, data, **kw)
 
     monkeypatch.setattr(transcript.AppendBatch, "append", held_append)
     async with SqliteSessionStore(tmp_path) as store:
@@ -230,3 +240,72 @@ async def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     assert all(w.done() and w.exception() is None for w in written)
     async with SqliteSessionStore(tmp_path) as again:
         assert await again.count() == 5
+
+
+async def test_when_sqlite_rolls_back_the_whole_commit_every_turn_in_it_fails(
+    tmp_path: Path,
+) -> None:
+    """A big turn spills pages to the write-ahead log mid-transaction and the disk is full:
+    SQLite rolls back everything, so the turns before and after it fail too (none is left
+    half-committed: a row without its lines, or lines without their reply)."""
+    async with SqliteSessionStore(tmp_path) as store:
+        await store.record_turn(turn("agent:main:a", "a0"))
+        with file_size_limit(wal_size(tmp_path) + 8192):
+            results = await asyncio.gather(
+                store.record_turn(turn("agent:main:a", "a1")),
+                store.record_turn(turn("agent:main:big", "b", ephemeral=True, size=4_000_000)),
+                store.record_turn(turn("agent:main:c", "c0")),
+                return_exceptions=True,
+            )
+        assert [type(r) for r in results] == [StoreUnavailableError] * 3
+        assert len({id(r) for r in results}) == 3  # one error object per waiting run
+        assert await history(store, "agent:main:a") == ["a0", "re a0"]
+        assert await store.get("agent:main:big") is None
+        assert await store.get("agent:main:c") is None
+
+
+async def test_one_commit_holds_a_bounded_number_of_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[int] = []
+    real_sync = transcript.AppendBatch.sync
+
+    def sync(self: transcript.AppendBatch) -> None:
+        held.append(len(self))
+        real_sync(self)
+
+    monkeypatch.setattr(transcript.AppendBatch, "sync", sync)
+    async with SqliteSessionStore(tmp_path) as store:
+        n = 3 * store_module.MAX_FILES_PER_COMMIT + 5
+        await asyncio.gather(
+            *(store.record_turn(turn(f"agent:main:{i}", str(i))) for i in range(n))
+        )
+        assert held == [64, 64, 64, 5]
+        assert await store.count() == n
+
+
+async def test_an_index_from_before_committed_lengths_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Schema 1 (no ``transcript_bytes``): the column is added; its sessions read whole until
+    their next write records the length."""
+    with sqlite3.connect(tmp_path / "sessions.sqlite") as db:
+        db.execute(
+            "CREATE TABLE sessions (key TEXT PRIMARY KEY NOT NULL, session_id TEXT NOT NULL,"
+            " agent_id TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+            " model TEXT, prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+            " completion_tokens INTEGER NOT NULL DEFAULT 0, ephemeral INTEGER NOT NULL)"
+            " WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO sessions VALUES ('agent:main:old', 'old-id', 'main', 1, 1, NULL,"
+                   " 0, 0, 0)")  # fmt: skip
+        db.execute("PRAGMA user_version = 1")
+    old = tmp_path / "agents" / "main" / "sessions" / "old-id.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"".join(r.to_json_bytes() for r in turn("agent:main:old", "q0").records))
+    async with SqliteSessionStore(tmp_path) as store:
+        assert await history(store, "agent:main:old") == ["q0", "re q0"]
+        await store.record_turn(turn("agent:main:old", "q1"))
+        entry = await store.get("agent:main:old")
+        assert entry is not None and entry.transcript_bytes == old.stat().st_size
+        assert await history(store, "agent:main:old") == ["q0", "re q0", "q1", "re q1"]
+    with sqlite3.connect(tmp_path / "sessions.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (index_module.SCHEMA_VERSION,)

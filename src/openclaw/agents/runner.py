@@ -400,13 +400,15 @@ class AgentRunner:
         # finds the turn missing after a crash.  Deltas have already gone out as they came.
         try:
             await self._commit(turn)
-        except asyncio.CancelledError:
-            self._ended(run_id, key, "aborted", None, usage)
-            raise
-        except StoreUnavailableError as exc:
+        except OpenClawError as exc:
+            outcome = "error"
             self._ended(run_id, key, "error", exc, usage)
             raise
-        self._ended(run_id, key, "done", None, usage)
+        finally:
+            # Also when the client left during the wait: the model had finished, and the
+            # turn is kept as done (the write goes on, shielded).
+            if outcome == "done":
+                self._ended(run_id, key, "done", None, usage)
         yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref, tool_calls)
 
     def _emit(self, run_id: str, key: str, stream: Stream, data: Mapping[str, object]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from openclaw.logs import get_logger
 from openclaw.sessions.models import SessionEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_SECONDS = 10.0
 _PRUNE_BATCH = 500
 
@@ -27,7 +27,7 @@ log = get_logger("sessions.index")
 
 _COLUMNS = (
     "key, session_id, agent_id, created_at, updated_at, model,"
-    " prompt_tokens, completion_tokens, ephemeral"
+    " prompt_tokens, completion_tokens, ephemeral, transcript_bytes"
 )
 
 # WITHOUT ROWID: the table is clustered on the key, so a lookup by key is one B-tree descent.
@@ -42,7 +42,8 @@ _SCHEMA = (
         model TEXT,
         prompt_tokens INTEGER NOT NULL DEFAULT 0,
         completion_tokens INTEGER NOT NULL DEFAULT 0,
-        ephemeral INTEGER NOT NULL
+        ephemeral INTEGER NOT NULL,
+        transcript_bytes INTEGER
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS sessions_agent_updated ON sessions (agent_id, updated_at)",
@@ -66,13 +67,16 @@ _APPEND_TURN = (
     " (?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM ephemeral_turns WHERE session_id = ?), ?)"
 )
 _SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM sessions WHERE key = ?"
-_INSERT_IGNORE = f"INSERT OR IGNORE INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_IGNORE = (
+    f"INSERT OR IGNORE INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _RECORD_APPEND = f"""
     UPDATE sessions
     SET updated_at = ?,
         model = COALESCE(?, model),
         prompt_tokens = prompt_tokens + ?,
-        completion_tokens = completion_tokens + ?
+        completion_tokens = completion_tokens + ?,
+        transcript_bytes = COALESCE(?, transcript_bytes)
     WHERE key = ? AND session_id = ?
     RETURNING {_COLUMNS}
 """
@@ -112,6 +116,7 @@ def _entry(row: tuple[Any, ...]) -> SessionEntry:
         prompt_tokens=row[6],
         completion_tokens=row[7],
         ephemeral=bool(row[8]),
+        transcript_bytes=row[9],
     )
 
 
@@ -126,11 +131,17 @@ def _row(entry: SessionEntry) -> tuple[Any, ...]:
         entry.prompt_tokens,
         entry.completion_tokens,
         int(entry.ephemeral),
+        entry.transcript_bytes,
     )
 
 
 def bumped(
-    entry: SessionEntry, now: float, model: str | None, prompt_tokens: int, completion_tokens: int
+    entry: SessionEntry,
+    now: float,
+    model: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    transcript_bytes: int | None = None,
 ) -> SessionEntry:
     """``entry`` as it is after one append: what the UPDATE of ``record_append`` computes."""
     return replace(
@@ -139,6 +150,9 @@ def bumped(
         model=model if model is not None else entry.model,
         prompt_tokens=entry.prompt_tokens + prompt_tokens,
         completion_tokens=entry.completion_tokens + completion_tokens,
+        transcript_bytes=(
+            transcript_bytes if transcript_bytes is not None else entry.transcript_bytes
+        ),
     )
 
 
@@ -183,7 +197,10 @@ class SessionIndex:
                 for statement in _SCHEMA:
                     self._db.execute(statement)
                 (version,) = self._db.execute("PRAGMA user_version").fetchone()
-                if version == 0:
+                if version == 1:
+                    # v2: the committed length of each transcript (NULL: the whole file, as v1).
+                    self._db.execute("ALTER TABLE sessions ADD COLUMN transcript_bytes INTEGER")
+                if version < SCHEMA_VERSION:
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version > SCHEMA_VERSION:
                     raise RuntimeError(
@@ -201,6 +218,11 @@ class SessionIndex:
             pass  # best effort: e.g. the database is busy in another process
         finally:
             self._db.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (SQLite ends one by itself on some errors)."""
+        return self._db.in_transaction
 
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction around several calls (they are otherwise one each)."""
@@ -221,7 +243,11 @@ class SessionIndex:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Inside ``transaction()``: the calls in the block are undone together if it raises,
-        without undoing the rest of the transaction."""
+        without undoing the rest of the transaction.  If SQLite rolled back the whole
+        transaction on the error (disk full or I/O while spilling pages), ``in_transaction``
+        is then False: the caller must fail the whole transaction, not just the block."""
+        if not self._db.in_transaction:
+            raise RuntimeError("savepoint() outside a transaction")
         self._db.execute("SAVEPOINT part")
         try:
             yield
@@ -264,18 +290,28 @@ class SessionIndex:
         model: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        transcript_bytes: int | None = None,
     ) -> SessionEntry | None:
-        """Bump time, model and token totals of ``entry``'s row.
+        """Bump time, model, token totals and (if given) the committed transcript length of
+        ``entry``'s row.
 
         When the row is gone (deleted or pruned mid-run) it is put back, so the transcript just
         written stays reachable.  None when the key now belongs to another session.
         """
-        params = (now, model, prompt_tokens, completion_tokens, entry.key, entry.session_id)
+        params = (
+            now,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            transcript_bytes,
+            entry.key,
+            entry.session_id,
+        )
         # fetchall: with RETURNING, the change is only complete once every row has been stepped.
         rows = self._db.execute(_RECORD_APPEND, params).fetchall()
         if rows:
             return _entry(rows[0])
-        revived = bumped(entry, now, model, prompt_tokens, completion_tokens)
+        revived = bumped(entry, now, model, prompt_tokens, completion_tokens, transcript_bytes)
         cursor = self._db.execute(_INSERT_IGNORE, _row(revived))
         return revived if cursor.rowcount == 1 else None
 

@@ -22,6 +22,10 @@ class SessionEntry:
     prompt_tokens: int
     completion_tokens: int
     ephemeral: bool
+    # Bytes of the JSONL transcript that are committed (stored sessions): readers stop there, and
+    # anything beyond it is a write that never committed (a crash), cut off by the next writer.
+    # None: a row from before this was kept (the whole file counts) or an ephemeral session.
+    transcript_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

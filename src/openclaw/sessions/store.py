@@ -27,10 +27,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from openclaw.errors import StoreUnavailableError
 from openclaw.ids import uuid4_str
@@ -46,6 +46,10 @@ INDEX_FILENAME = "sessions.sqlite"
 # Bounded in entries and records per entry; a run asks for the agent's history budget (100 + 8).
 TAIL_CACHE_SESSIONS = 128
 TAIL_CACHE_RECORDS = 128
+# One commit holds every stored session's transcript it covers open and locked until it ends:
+# bounded, so a burst cannot run the process out of file descriptors.
+MAX_FILES_PER_COMMIT = 64
+MAX_TURNS_PER_COMMIT = 1024
 
 log = get_logger("sessions")
 
@@ -139,6 +143,7 @@ class SqliteSessionStore:
         # Turns waiting to be written, and whether a write of earlier ones is in flight.
         self._turns: list[tuple[Turn, asyncio.Future[None]]] = []
         self._flushing = False
+        self._in_flight: asyncio.Future[list[BaseException | None]] | None = None
         # Worker-thread only: path -> (file size, last records, whether that is all of them).
         self._tails: OrderedDict[Path, tuple[int, list[TranscriptRecord], bool]] = OrderedDict()
 
@@ -179,13 +184,14 @@ class SqliteSessionStore:
 
     async def close(self) -> None:
         """Close the index and stop the worker thread once the calls already queued are done."""
-        pending = [done for _, done in self._turns]
-        while self._flushing or pending:
-            if pending:
-                await asyncio.wait(pending)
+        while self._flushing or self._turns:
+            waits: list[asyncio.Future[Any]] = [done for _, done in self._turns]
+            if self._in_flight is not None:
+                waits.append(self._in_flight)
+            if waits:
+                await asyncio.wait(waits)
             else:
-                await asyncio.sleep(0.001)  # a flush job is finishing
-            pending = [done for _, done in self._turns]
+                await asyncio.sleep(0)  # a write is about to start (call_soon)
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -224,10 +230,18 @@ class SqliteSessionStore:
     async def read_history(
         self, entry: SessionEntry, *, max_records: int | None
     ) -> list[TranscriptRecord]:
-        """The last ``max_records`` records in order (None: all), read backwards from the end."""
+        """The last ``max_records`` committed records of ``entry``'s session in order (None: all),
+        read backwards from the end."""
         if max_records is not None and max_records < 0:
             raise ValueError("max_records must be >= 0")
-        return await self._run(lambda: self._tail(entry, max_records))
+
+        def job() -> list[TranscriptRecord]:
+            # The row as it is now: ``entry`` may predate writes, which moved the committed end.
+            row = self._idx().get(entry.key)
+            current = row if row is not None and row.session_id == entry.session_id else entry
+            return self._tail(current, max_records)
+
+        return await self._run(job)
 
     async def append(
         self,
@@ -249,7 +263,14 @@ class SqliteSessionStore:
 
         def job() -> SessionEntry:
             with self._writing() as write:
-                return self._write_turn(write, entry, batch, model, usage)
+                # The committed length as it is now, under the write lock (``entry`` may be old).
+                row = self._idx().get(entry.key)
+                current = (
+                    row
+                    if row is not None and row.session_id == entry.session_id
+                    else replace(entry, transcript_bytes=None)
+                )
+                return self._write_turn(write, current, batch, model, usage)
 
         return await self._run(job)
 
@@ -287,18 +308,20 @@ class SqliteSessionStore:
         asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        batch, self._turns = self._turns, []
+        batch = self._take_batch()
         if not batch:
             self._flushing = False
             return
         loop = asyncio.get_running_loop()
         assert self._executor is not None
         work = loop.run_in_executor(self._executor, self._write_turns, [t for t, _ in batch])
+        self._in_flight = work
 
         def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
+            self._in_flight = None
             exc = fut.exception()
             results: list[BaseException | None] = (
-                [_store_error(exc)] * len(batch) if exc is not None else fut.result()
+                _failures(exc, len(batch)) if exc is not None else fut.result()
             )
             for (_, done), err in zip(batch, results, strict=True):
                 if done.done():
@@ -311,6 +334,22 @@ class SqliteSessionStore:
             self._schedule()
 
         work.add_done_callback(finished)
+
+    def _take_batch(self) -> list[tuple[Turn, asyncio.Future[None]]]:
+        """The waiting turns, oldest first, up to the bounds of one commit."""
+        files: set[str] = set()
+        n = 0
+        for n, (turn, _) in enumerate(self._turns):
+            if n >= MAX_TURNS_PER_COMMIT:
+                break
+            if not turn.ephemeral and turn.key not in files:
+                if len(files) >= MAX_FILES_PER_COMMIT:
+                    break
+                files.add(turn.key)
+        else:
+            n = len(self._turns)
+        batch, self._turns = self._turns[:n], self._turns[n:]
+        return batch
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[_Write]:
@@ -341,6 +380,10 @@ class SqliteSessionStore:
                         self._write_new_turn(write, turn)
                     results.append(None)
                 except Exception as exc:
+                    if not self._idx().in_transaction:
+                        # SQLite rolled back the whole transaction (disk full or I/O error
+                        # while spilling pages): every turn in it fails, not just this one.
+                        raise
                     write.appends.rewind(mark)
                     del write.learned[learned:]
                     results.append(_store_error(exc))
@@ -367,21 +410,29 @@ class SqliteSessionStore:
         if entry.ephemeral:
             # One row per turn (its JSONL lines together): half the inserts of a row per line.
             self._idx().append_lines(entry.session_id, (data,))
+            length = None
+        elif not data:
+            length = None  # nothing to write: the committed length stays
         else:
             path = self.transcript_path(entry)
-            before, after = write.appends.append(path, data)
-            write.learned.append((path, before, after, tuple(records)))
+            before, length = write.appends.append(path, data, committed=entry.transcript_bytes)
+            write.learned.append((path, before, length, tuple(records)))
         now = self._clock()
         prompt, completion = usage or (0, 0)
         updated = self._idx().record_append(
-            entry, now=now, model=model, prompt_tokens=prompt, completion_tokens=completion
+            entry,
+            now=now,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            transcript_bytes=length,
         )
         if updated is None:
             log.warning(
                 "session key was re-created during the run; index row left unchanged",
                 extra={"session_key": entry.key, "session_id": entry.session_id},
             )
-            return bumped(entry, now, model, prompt, completion)
+            return bumped(entry, now, model, prompt, completion, length)
         return updated
 
     def _insert_new(self, turn: Turn, now: float) -> bool:
@@ -414,12 +465,19 @@ class SqliteSessionStore:
             whole = cached[2] and len(kept) <= TAIL_CACHE_RECORDS
             self._tails[path] = (after, kept[-TAIL_CACHE_RECORDS:], whole)
 
-    def _cached_tail(self, path: Path, max_records: int | None) -> list[TranscriptRecord]:
-        """The transcript's last records, parsed once and kept per session while the file's size
-        says no one else has written; a run re-reads nothing it already knows."""
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
+    def _cached_tail(
+        self, path: Path, end: int | None, max_records: int | None
+    ) -> list[TranscriptRecord]:
+        """The transcript's last records before its committed ``end``, parsed once and kept per
+        session while that length stays the same; a run re-reads nothing it already knows.
+        (``end`` None: a length never recorded; the file's size stands in for it.)"""
+        size = end
+        if size is None:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+        if size == 0:
             self._tails.pop(path, None)
             return []
         hit = self._tails.get(path)
@@ -433,7 +491,9 @@ class SqliteSessionStore:
         else:
             # Only what is asked: a run asks the same number each time, so later ones hit.
             want = max_records
-            records = transcript.read_tail(path, want, block_size=self._block_size)
+            records, size = transcript.read_records(
+                path, want, end=end, block_size=self._block_size
+            )
             whole = want is None or len(records) < want
             self._tails[path] = (
                 size,
@@ -448,7 +508,8 @@ class SqliteSessionStore:
 
     def _tail(self, entry: SessionEntry, max_records: int | None) -> list[TranscriptRecord]:
         if not entry.ephemeral:
-            return self._cached_tail(self.transcript_path(entry), max_records)
+            path = self.transcript_path(entry)
+            return self._cached_tail(path, entry.transcript_bytes, max_records)
         out = []
         # Each row holds a turn of one or more lines, so max_records rows always suffice.
         for row in self._idx().tail_lines(entry.session_id, max_records):
@@ -473,6 +534,7 @@ class SqliteSessionStore:
             prompt_tokens=0,
             completion_tokens=0,
             ephemeral=ephemeral,
+            transcript_bytes=None if ephemeral else 0,
         )
 
     async def delete(self, key: str) -> bool:
@@ -581,6 +643,20 @@ class _Write:
 
 def _lines(records: Iterable[TranscriptRecord]) -> bytes:
     return b"".join(record.to_json_bytes() for record in records)
+
+
+def _failures(exc: BaseException, n: int) -> list[BaseException | None]:
+    """``exc`` for each of ``n`` turns of a failed commit: logged once, one instance per turn
+    (each awaiting task raises its own, so tracebacks do not pile up on one object)."""
+    first = _store_error(exc)
+    if not isinstance(first, StoreUnavailableError):
+        return [first] * n
+    out: list[BaseException | None] = [first]
+    for _ in range(n - 1):
+        err = StoreUnavailableError()
+        err.__cause__ = exc
+        out.append(err)
+    return out
 
 
 def _store_error(exc: BaseException) -> BaseException:

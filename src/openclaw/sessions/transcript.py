@@ -1,16 +1,25 @@
 """Transcript files: one JSONL file per session, appended in whole lines and read from the tail.
 
 Blocking functions: call them from a worker thread, never from the event loop.  POSIX only
-(``flock``, ``pread``).  Writers and readers in any process coordinate through ``flock``.
+(``flock``, ``pread``).
+
+The session index records how many bytes of each transcript are committed.  Writers append under
+an exclusive ``flock``, inside an index transaction (index write lock first, then the file, so two
+processes cannot deadlock); a write that does not commit is cut back off, and one that a crash
+interrupted is cut off by the next writer.  Readers read up to the committed length, so they need
+no lock: the bytes before it never change.  A file whose length was never recorded (written by a
+gateway from before lengths were kept) is read whole, under a shared lock.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -19,6 +28,9 @@ from openclaw.logs import get_logger
 from openclaw.sessions.models import TranscriptRecord
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
+# How long a writer waits for a file another process holds (a writer holds it for one index
+# transaction, bounded by the index's own busy timeout); then the write fails instead of hanging.
+LOCK_TIMEOUT_SECONDS = 10.0
 
 # Session ids and agent ids become path components; anything else could escape the state dir.
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -26,8 +38,23 @@ _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 log = get_logger("sessions.transcript")
 
 
-def _lock(fd: int, exclusive: bool) -> None:
-    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+def _lock(fd: int, *, exclusive: bool, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+    """``flock`` with a bound: a stopped process holding the lock fails this call, with an
+    ``OSError``, instead of hanging the store's only worker thread."""
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, op)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise BlockingIOError(
+                    errno.EWOULDBLOCK, "transcript file is locked by another process"
+                ) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _unlock(fd: int) -> None:
@@ -59,39 +86,43 @@ def append_lines(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
 @dataclass(slots=True)
 class _Held:
     fd: int
-    start: int  # size when the batch took the lock
+    start: int  # size when the batch took the lock (after cutting off an uncommitted tail)
     size: int  # size after the batch's writes so far
     created: bool
 
 
+@dataclass(slots=True)
 class AppendBatch:
     """Appends to transcripts inside one index transaction.
 
     Each file stays under its exclusive flock from its first append until ``release``, so that a
-    failed transaction can cut its lines back off (``release(keep=False)``) without touching
-    lines another process wrote, and readers elsewhere never see lines the index has not
-    committed.  The lock order is always: the index's write lock first, then files, so two
-    processes cannot deadlock.  Not thread-safe: one batch belongs to one worker thread.
+    transaction that fails can cut its lines back off (``release(keep=False)``, or ``rewind`` for
+    part of it).  Not thread-safe: one batch belongs to one worker thread.
     """
 
-    def __init__(self, *, fsync: bool) -> None:
-        self._fsync = fsync
-        self._held: dict[Path, _Held] = {}
+    fsync: bool
+    _held: dict[Path, _Held] = field(default_factory=dict)
+    _new_dirs: list[Path] = field(default_factory=list)
 
-    def append(self, path: Path, data: bytes) -> tuple[int, int]:
+    def __len__(self) -> int:
+        """How many files the batch holds open (and locked)."""
+        return len(self._held)
+
+    def append(self, path: Path, data: bytes, *, committed: int | None = None) -> tuple[int, int]:
         """Write complete lines at the end of ``path``; its size before and after.
 
-        If the file ends in a torn line (a crash mid-write), a ``\\n`` is written first so the
-        torn bytes stay a line of their own and the new lines parse.  A failed write is cut
-        back off before the error propagates: nothing half-written stays behind.
+        ``committed`` is the file's committed length: bytes beyond it (a write a crash cut short,
+        before its transaction committed) are cut off first.  Without it (a length never
+        recorded), a torn last line gets a ``\\n`` so it stays a line of its own.  A failed write
+        is cut back off before the error propagates: nothing half-written stays behind.
         """
         if not data:
             return (-1, -1)
         if not data.endswith(b"\n"):
             raise ValueError("data must end with a newline")
-        held = self._held.get(path) or self._take(path)
+        held = self._held.get(path) or self._take(path, committed)
         before = held.size
-        if before and os.pread(held.fd, 1, before - 1) != b"\n":
+        if committed is None and before and os.pread(held.fd, 1, before - 1) != b"\n":
             data = b"\n" + data
         view = memoryview(data)
         try:
@@ -115,22 +146,27 @@ class AppendBatch:
             self._cut(path, held, mark.get(path, held.start))
 
     def sync(self) -> None:
-        """With ``fsync``: the written lines (and new files' directory entries) reach the disk.
-        Called before the index commits, so the index never points past what the disk holds."""
-        if not self._fsync:
+        """With ``fsync``: the written lines, and the directory entries of new files and
+        directories, reach the disk.  Called before the index commits, so the index never
+        counts bytes the disk does not hold."""
+        if not self.fsync:
             return
-        dirs: set[Path] = set()
+        dirs: dict[Path, None] = {}
+        for directory in self._new_dirs:
+            dirs[directory] = None
+            dirs[directory.parent] = None
         for path, held in self._held.items():
             if held.size != held.start:
                 os.fsync(held.fd)
                 if held.created:
-                    dirs.add(path.parent)
+                    dirs[path.parent] = None
         for directory in dirs:
             fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        self._new_dirs.clear()
 
     def release(self, *, keep: bool) -> None:
         """Unlock and close every file; ``keep=False`` first cuts each back to its start."""
@@ -143,18 +179,26 @@ class AppendBatch:
             finally:
                 os.close(h.fd)
 
-    def _take(self, path: Path) -> _Held:
+    def _take(self, path: Path, committed: int | None) -> _Held:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         created = not path.exists()
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             fd = os.open(path, flags, 0o644)
         try:
             _lock(fd, exclusive=True)
-            # Read under the lock: another process may have just finished a line.
             size = os.fstat(fd).st_size
+            if committed is not None and size > committed:
+                # Under the index's write lock and the file's: nobody else is writing, so this
+                # is what a crash left between writing and committing.  It never counted.
+                log.warning(
+                    "cutting off an uncommitted transcript write",
+                    extra={"path": str(path), "bytes": size - committed},
+                )
+                os.ftruncate(fd, committed)
+                size = committed
         except BaseException:
             os.close(fd)
             raise
@@ -162,10 +206,20 @@ class AppendBatch:
         self._held[path] = held
         return held
 
+    def _make_dirs(self, directory: Path) -> None:
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            new.mkdir(exist_ok=True)
+            self._new_dirs.append(new)
+
     @staticmethod
     def _cut(path: Path, held: _Held, size: int) -> None:
         """Truncate to ``size``.  A failure is logged, not raised: the caller is already failing
-        with the error that matters, and there is no other way to take the lines back."""
+        with the error that matters, and the bytes beyond the committed length never count (the
+        next writer cuts them off)."""
         try:
             if held.size == size and os.fstat(held.fd).st_size == size:
                 return
@@ -180,9 +234,26 @@ class AppendBatch:
 
 
 def read_tail(
-    path: Path, max_records: int | None, *, block_size: int = DEFAULT_BLOCK_SIZE
+    path: Path,
+    max_records: int | None,
+    *,
+    end: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> list[TranscriptRecord]:
-    """The last ``max_records`` parseable records in file order (None: all); [] if no file.
+    """The last ``max_records`` parseable records in file order (None: all); [] if no file."""
+    return read_records(path, max_records, end=end, block_size=block_size)[0]
+
+
+def read_records(
+    path: Path,
+    max_records: int | None,
+    *,
+    end: int | None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> tuple[list[TranscriptRecord], int]:
+    """(the last ``max_records`` parseable records before byte ``end``, in file order (None:
+    all); the length they were read up to).  ``end`` None: the whole file, read under a shared
+    lock (a length never recorded).
 
     Reads backwards in ``block_size`` chunks, so the cost follows the records asked for, not the
     file size.  Unparseable lines are logged and skipped.
@@ -191,20 +262,22 @@ def read_tail(
         raise ValueError("max_records must be >= 0")
     if block_size <= 0:
         raise ValueError("block_size must be > 0")
-    if max_records == 0:
-        return []
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, after the unlock
     except FileNotFoundError:
-        return []
+        return [], 0
     with f:
-        # Shared lock: a concurrent writer's batch is either fully visible or not at all.
-        _lock(f.fileno(), exclusive=False)
+        fd = f.fileno()
+        if end is None:
+            _lock(fd, exclusive=False)
         try:
+            size = os.fstat(fd).st_size if end is None else end
+            if max_records == 0:
+                return [], size
             if max_records is None:
-                lines: Iterator[bytes] = reversed(f.read().split(b"\n"))
+                lines: Iterator[bytes] = reversed(os.pread(fd, size, 0).split(b"\n"))
             else:
-                lines = _lines_backwards(f.fileno(), block_size)
+                lines = _lines_backwards(fd, size, block_size)
             newest_first: list[TranscriptRecord] = []
             for line in lines:
                 record = parse_line(line, path)
@@ -213,14 +286,15 @@ def read_tail(
                     if max_records is not None and len(newest_first) >= max_records:
                         break
         finally:
-            _unlock(f.fileno())
+            if end is None:
+                _unlock(fd)
     newest_first.reverse()
-    return newest_first
+    return newest_first, size
 
 
-def _lines_backwards(fd: int, block_size: int) -> Iterator[bytes]:
-    """Every line of the file, last first (the piece after the final ``\\n`` included)."""
-    pos = os.fstat(fd).st_size
+def _lines_backwards(fd: int, end: int, block_size: int) -> Iterator[bytes]:
+    """Every line before byte ``end``, last first (the piece after the final ``\\n`` included)."""
+    pos = end
     # Pieces of the line that continues to the left of the chunk read last, rightmost first;
     # kept as a list so a line spanning many blocks is joined once, not re-copied per block.
     partial: list[bytes] = []
@@ -228,7 +302,7 @@ def _lines_backwards(fd: int, block_size: int) -> Iterator[bytes]:
         size = min(block_size, pos)
         pos -= size
         chunk = os.pread(fd, size, pos)
-        if len(chunk) != size:  # truncated under us (not by us: we hold a lock); give up cleanly
+        if len(chunk) != size:  # shorter than the committed length says: give up cleanly
             return
         cut = chunk.rfind(b"\n")
         if cut < 0:
