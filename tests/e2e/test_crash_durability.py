@@ -12,7 +12,7 @@ its session had answered before.
 
 Short version in the default test run (``KILLS`` = 10); the long one::
 
-    OPENCLAW_CRASH_KILLS=100 .venv/bin/python -m pytest tests/e2e/test_crash_durability.py
+    OPENCLAW_CRASH_KILLS=100 .venv/bin/python -m pytest -s tests/e2e/test_crash_durability.py
 
 (``OPENCLAW_CRASH_SEED`` picks another seed.)
 """
@@ -180,7 +180,7 @@ async def _stored_history(state: Path) -> tuple[dict[str, list[Any]], dict[str, 
 
 
 def _check_user_session(name: str, answered: list[int], records: list[Any]) -> list[str]:
-    """Every answered turn once, in order, followed by its reply; nothing out of order."""
+    """Every answered turn once, in order; every stored turn whole (followed by its reply)."""
     problems = []
     turns: list[int] = []
     replies: dict[int, str] = {}
@@ -195,6 +195,9 @@ def _check_user_session(name: str, answered: list[int], records: list[Any]) -> l
         nxt = records[i + 1] if i + 1 < len(records) else None
         if nxt is not None and nxt.role == "assistant":
             replies[parsed[1]] = nxt.content
+        if replies.get(parsed[1]) != f"Echo: {record.content}":
+            # Turns are committed whole: a lone or half-written turn is a write that leaked.
+            problems.append(f"{name}: stored turn {parsed[1]} is not followed by its reply")
     if turns != sorted(set(turns)):
         problems.append(f"{name}: turns stored out of order or twice: {turns}")
     stored = set(turns)
@@ -259,3 +262,8 @@ async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: 
     # The run really was under load and really was cut short, many times.
     assert ledger.total_answered() >= KILLS * KILL_AFTER[0]
     assert ledger.unanswered >= KILLS
+    print(
+        f"\n{KILLS} SIGKILLs (seed {SEED}): {ledger.total_answered()} answered turns "
+        f"({len(ledger.ephemeral)} per-request), {ledger.unanswered} cut short; "
+        "every answered turn stored once, in order"
+    )
