@@ -926,7 +926,13 @@ def run(settings: Settings, quick: bool, compare: str | None = None) -> dict[str
             fill_s[size] = round(time.perf_counter() - t0, 2)
             print(f"prefilled {n:,} stored sessions in {fill_s[size]}s", flush=True)
         if base_src is not None:
-            asyncio.run(prefill(tmp / "base-1k" / "state", STATE_SIZES[0]))
+            # Written by the other commit's own store: its on-disk format may differ.
+            subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--prefill",
+                 str(tmp / "base-1k" / "state"), "--prefill-size", str(STATE_SIZES[0])],
+                env={**os.environ, "PYTHONPATH": str(base_src)},
+                check=True,
+            )  # fmt: skip
 
         up = spawn_ready("upstream", ["--serve", "upstream"])
         procs.append(up)
@@ -1215,7 +1221,12 @@ def main() -> None:
         metavar="REF",
         help="also measure gateways built from git REF (e.g. HEAD~1), in the same rounds",
     )
+    parser.add_argument("--prefill", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prefill-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prefill is not None:
+        asyncio.run(prefill(args.prefill, args.prefill_size))
+        return
     if args.serve == "upstream":
         serve_upstream()
         return

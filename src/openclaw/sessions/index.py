@@ -336,6 +336,13 @@ class SessionIndex:
         for line in lines:
             self._db.execute(_APPEND_TURN, (session_id, session_id, line))
 
+    def insert_first_lines(self, session_id: str, lines: bytes) -> None:
+        """The first transcript row of a new ephemeral session (no look-up of the last one)."""
+        self._db.execute(
+            "INSERT INTO ephemeral_turns (session_id, seq, lines) VALUES (?, 0, ?)",
+            (session_id, lines),
+        )
+
     def tail_lines(self, session_id: str, limit: int | None) -> list[bytes]:
         """The last ``limit`` lines (None: all) of an ephemeral session, oldest first."""
         rows = self._db.execute(

@@ -15,7 +15,7 @@ import hashlib
 import re
 from typing import NamedTuple
 
-from openclaw.ids import uuid4_hex
+from openclaw.ids import uuid7_hex
 
 KEY_PREFIX = "agent:"
 MAX_AGENT_ID_LEN = 64
@@ -75,8 +75,9 @@ def parse_key(key: str) -> ParsedKey | None:
 
 
 def ephemeral_key(agent_id: str) -> str:
-    """A fresh key for one stateless request: ``agent:<id>:openai:<uuid4 hex>``."""
-    return build_key(agent_id, "openai", uuid4_hex())
+    """A fresh key for one stateless request: ``agent:<id>:openai:<uuid7 hex>`` (time-ordered,
+    so the index inserts it at the end of its B-tree)."""
+    return build_key(agent_id, "openai", uuid7_hex())
 
 
 def sanitize_user(user: str) -> str:

@@ -26,19 +26,19 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from openclaw.errors import StoreUnavailableError
-from openclaw.ids import uuid4_str
+from openclaw.ids import uuid7_str
 from openclaw.logs import get_logger
 from openclaw.sessions import transcript
 from openclaw.sessions.index import DeletedSession, SessionIndex, bumped
 from openclaw.sessions.keys import is_valid_key, parse_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
+from openclaw.sessions.worker import IoThread
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ class SqliteSessionStore:
         self._fsync = fsync
         self._block_size = read_block_size
         self._clock = clock
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: IoThread | None = None
         self._index: SessionIndex | None = None  # only ever touched on the worker thread
         # Turns waiting to be written, and whether a write of earlier ones is in flight.
         self._turns: list[tuple[Turn, asyncio.Future[None]]] = []
@@ -170,17 +170,17 @@ class SqliteSessionStore:
 
     async def open(self) -> None:
         """Start the worker thread and open (creating if needed) the index."""
-        if self._executor is not None:
+        if self._worker is not None:
             raise RuntimeError("session store is already open")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openclaw-sessions")
+        worker = IoThread("openclaw-sessions")
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._open_sync)
+            await worker.submit(self._open_sync)
         except BaseException:
             # Queued behind the open job, so a connection it still makes gets closed too.
-            executor.submit(self._close_sync)
-            executor.shutdown(wait=False)
+            worker.submit(self._close_sync)
+            worker.stop()
             raise
-        self._executor = executor
+        self._worker = worker
 
     async def close(self) -> None:
         """Close the index and stop the worker thread once the calls already queued are done."""
@@ -192,14 +192,14 @@ class SqliteSessionStore:
                 await asyncio.wait(waits)
             else:
                 await asyncio.sleep(0)  # a write is about to start (call_soon)
-        executor, self._executor = self._executor, None
-        if executor is None:
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+            await worker.submit(self._close_sync)
         finally:
             # The close job ran last, so the thread is idle and exits at once; no join needed.
-            executor.shutdown(wait=False)
+            worker.stop()
 
     async def get(self, key: str) -> SessionEntry | None:
         """The session stored under ``key``, if any."""
@@ -290,7 +290,7 @@ class SqliteSessionStore:
         """Queue ``turn``; the returned future is done once it is committed, or fails with
         ``StoreUnavailableError``.  No task and no timer per write: see ``_schedule``."""
         _check_key(turn.key, turn.agent_id)
-        if self._executor is None:
+        if self._worker is None:
             raise RuntimeError("session store is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._turns.append((turn, done))
@@ -312,9 +312,9 @@ class SqliteSessionStore:
         if not batch:
             self._flushing = False
             return
-        loop = asyncio.get_running_loop()
-        assert self._executor is not None
-        work = loop.run_in_executor(self._executor, self._write_turns, [t for t, _ in batch])
+        assert self._worker is not None
+        turns = [t for t, _ in batch]
+        work = self._worker.submit(lambda: self._write_turns(turns))
         self._in_flight = work
 
         def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
@@ -372,6 +372,12 @@ class SqliteSessionStore:
         """Worker side: every turn in one transaction.  A turn that fails is undone alone (a
         savepoint for its rows, its lines cut back); a failed commit fails them all."""
         results: list[BaseException | None] = []
+        if len(turns) == 1:
+            # Alone in its transaction (the usual case when not under load): its failure is
+            # the transaction's, no savepoint needed.
+            with self._writing() as write:
+                self._write_new_turn(write, turns[0])
+            return [None]
         with self._writing() as write:
             for turn in turns:
                 mark, learned = write.appends.mark(), len(write.learned)
@@ -441,7 +447,7 @@ class SqliteSessionStore:
         prompt, completion = turn.usage or (0, 0)
         entry = SessionEntry(
             key=turn.key,
-            session_id=uuid4_str(),
+            session_id=uuid7_str(),
             agent_id=turn.agent_id,
             created_at=now,
             updated_at=now,
@@ -452,7 +458,7 @@ class SqliteSessionStore:
         )
         if not self._idx().insert_new(entry):
             return False
-        self._idx().append_lines(entry.session_id, (_lines(turn.records),))
+        self._idx().insert_first_lines(entry.session_id, _lines(turn.records))
         return True
 
     def _cache_written(
@@ -526,7 +532,7 @@ class SqliteSessionStore:
         now = self._clock()
         return SessionEntry(
             key=key,
-            session_id=uuid4_str(),
+            session_id=uuid7_str(),
             agent_id=agent_id,
             created_at=now,
             updated_at=now,
@@ -583,14 +589,14 @@ class SqliteSessionStore:
     # --- worker-thread side -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        executor = self._executor
-        if executor is None:
+        worker = self._worker
+        if worker is None:
             raise RuntimeError("session store is not open")
-        # run_in_executor does not carry contextvars over; copy them so log lines keep the
+        # The thread does not see this task's contextvars; copy them so log lines keep the
         # request id.
         ctx = contextvars.copy_context()
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn)
+            return await worker.submit(lambda: ctx.run(fn))
         except (OSError, sqlite3.Error) as exc:
             raise _store_error(exc) from exc
 
