@@ -95,7 +95,12 @@ async def test_open_creates_index_in_wal_mode(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert {"sessions", "sessions_agent_updated", "sessions_ephemeral_updated"} <= names
+    assert {
+        "session_index",
+        "session_index_agent_updated",
+        "session_index_ephemeral_updated",
+        "ephemeral_turns",
+    } <= names
 
 
 async def test_closed_store_refuses_calls_and_close_is_idempotent(tmp_path: Path) -> None:
@@ -292,19 +297,26 @@ async def test_an_uncommitted_tail_is_invisible_and_cut_off_by_the_next_write(
     ]
 
 
-async def test_a_transcript_without_a_recorded_length_keeps_a_torn_line_apart(
+def _damaged(store: SqliteSessionStore, session_id: str, data: bytes) -> Path:
+    """A transcript whose committed part is damaged (as one imported or upgraded would be)."""
+    path = transcript.transcript_path(store.state_dir, "main", session_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+async def test_a_committed_transcript_ending_in_a_torn_line_keeps_it_apart(
     store: SqliteSessionStore, transcript_warnings: ListHandler
 ) -> None:
-    """A session written before committed lengths were kept: the whole file counts."""
-    await store.import_entries([SessionEntry(KEY, "legacy", "main", T0, T0, None, 0, 0, False)])
-    entry = await store.get(KEY)
-    assert entry is not None and entry.transcript_bytes is None
-    path = store.transcript_path(entry)
-    path.parent.mkdir(parents=True)
-    path.write_bytes(
+    path = _damaged(
+        store,
+        "torn",
         b"".join(rec(i).to_json_bytes() for i in (1, 2, 3))
-        + b'{"role": "assistant", "content": "half a li'
+        + b'{"role": "assistant", "content": "half a li',
     )
+    await store.import_entries([SessionEntry(KEY, "torn", "main", T0, T0, None, 0, 0, False)])
+    entry = await store.get(KEY)
+    assert entry is not None and entry.transcript_bytes == path.stat().st_size
     assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2", "m3"]
     assert contents(await store.read_history(entry, max_records=2)) == ["m2", "m3"]
     assert transcript_warnings.records
@@ -326,19 +338,31 @@ async def test_a_transcript_without_a_recorded_length_keeps_a_torn_line_apart(
     assert contents(await store.read_history(entry, max_records=3)) == ["m3", "m4", "m5"]
 
 
+async def test_a_transcript_shorter_than_its_committed_length_reads_what_is_there(
+    store: SqliteSessionStore, transcript_warnings: ListHandler
+) -> None:
+    """A power cut without fsync can lose the end of a file the index counted."""
+    entry = await store.get_or_create(KEY, "main", ephemeral=False)
+    await store.append(entry, [rec(i) for i in range(1, 6)], model=None, usage=None)
+    path = store.transcript_path(entry)
+    whole = path.read_bytes()
+    with path.open("r+b") as f:
+        f.truncate(len(whole) - 10)  # the last record, torn
+    for limit in (2, None, 2):  # nothing short is remembered by the cache
+        assert contents(await store.read_history(entry, max_records=limit))[-2:] == ["m3", "m4"]
+    assert any("shorter" in r.getMessage() for r in transcript_warnings.records)
+    await store.append(entry, [rec(6)], model=None, usage=None)
+    assert contents(await store.read_history(entry, max_records=3)) == ["m3", "m4", "m6"]
+
+
 async def test_unparseable_lines_of_every_kind_are_skipped(
     store: SqliteSessionStore, transcript_warnings: ListHandler
 ) -> None:
-    # Damage inside the committed part (a transcript without a recorded length: all of it).
+    junk = b"[1, 2]\n\xff\xfe\n{}\n" + b'{"role": "user", "content": 5, "timestamp": 1}\n\n'
+    _damaged(store, "damaged", rec(1).to_json_bytes() + junk)
     await store.import_entries([SessionEntry(KEY, "damaged", "main", T0, T0, None, 0, 0, False)])
     entry = await store.get(KEY)
     assert entry is not None
-    await store.append(entry, [rec(1)], model=None, usage=None)
-    path = store.transcript_path(entry)
-    junk = b"[1, 2]\n\xff\xfe\n{}\n" + b'{"role": "user", "content": 5, "timestamp": 1}\n\n'
-    path.write_bytes(path.read_bytes() + junk)
-    with sqlite3.connect(store.state_dir / "sessions.sqlite") as db:
-        db.execute("UPDATE sessions SET transcript_bytes = NULL")
     await store.append(entry, [rec(2)], model=None, usage=None)
     assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2"]
     assert len(transcript_warnings.records) == 4
@@ -613,7 +637,7 @@ async def test_processes_creating_one_index_at_the_same_moment(tmp_path: Path) -
             assert proc.returncode == 0, err.decode()
         with contextlib.closing(sqlite3.connect(state_dir / "sessions.sqlite")) as db:
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert db.execute("SELECT prompt_tokens FROM sessions").fetchall() == [(3,)]
+            assert db.execute("SELECT prompt_tokens FROM session_index").fetchall() == [(3,)]
 
 
 async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

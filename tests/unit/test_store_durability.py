@@ -5,6 +5,7 @@ for a full disk, a write lock held by another connection), not mocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -285,8 +286,8 @@ async def test_one_commit_holds_a_bounded_number_of_files(
 
 
 async def test_an_index_from_before_committed_lengths_is_upgraded_in_place(tmp_path: Path) -> None:
-    """Schema 1 (no ``transcript_bytes``): the column is added; its sessions read whole until
-    their next write records the length."""
+    """Schema 1 (no ``transcript_bytes``): each stored session's committed length is its
+    transcript's size at the upgrade."""
     with sqlite3.connect(tmp_path / "sessions.sqlite") as db:
         db.execute(
             "CREATE TABLE sessions (key TEXT PRIMARY KEY NOT NULL, session_id TEXT NOT NULL,"
@@ -302,10 +303,29 @@ async def test_an_index_from_before_committed_lengths_is_upgraded_in_place(tmp_p
     old.parent.mkdir(parents=True)
     old.write_bytes(b"".join(r.to_json_bytes() for r in turn("agent:main:old", "q0").records))
     async with SqliteSessionStore(tmp_path) as store:
+        entry = await store.get("agent:main:old")
+        assert entry is not None and entry.transcript_bytes == old.stat().st_size
         assert await history(store, "agent:main:old") == ["q0", "re q0"]
         await store.record_turn(turn("agent:main:old", "q1"))
         entry = await store.get("agent:main:old")
         assert entry is not None and entry.transcript_bytes == old.stat().st_size
         assert await history(store, "agent:main:old") == ["q0", "re q0", "q1", "re q1"]
-    with sqlite3.connect(tmp_path / "sessions.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (index_module.SCHEMA_VERSION,)
+        # A gateway of the old version still running fails loudly instead of writing behind
+        # the new one's back.
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            db.execute("UPDATE sessions SET updated_at = 2")
+
+
+async def test_a_deleted_session_reads_as_empty_even_from_an_old_entry(tmp_path: Path) -> None:
+    async with SqliteSessionStore(tmp_path) as store:
+        await store.record_turn(turn("agent:main:s", "secret"))
+        entry = await store.get("agent:main:s")
+        assert entry is not None
+        assert await history(store, "agent:main:s") == ["secret", "re secret"]  # now cached
+        assert await store.delete("agent:main:s")
+        assert await store.read_history(entry, max_records=None) == []
+        await store.record_turn(turn("agent:main:s", "new"))  # the key again, a new session
+        assert await store.read_history(entry, max_records=None) == []
+        assert await history(store, "agent:main:s") == ["new", "re new"]

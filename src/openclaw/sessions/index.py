@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +33,7 @@ _COLUMNS = (
 # WITHOUT ROWID: the table is clustered on the key, so a lookup by key is one B-tree descent.
 _SCHEMA = (
     """
-    CREATE TABLE IF NOT EXISTS sessions (
+    CREATE TABLE IF NOT EXISTS session_index (
         key TEXT PRIMARY KEY NOT NULL,
         session_id TEXT NOT NULL,
         agent_id TEXT NOT NULL,
@@ -46,8 +46,10 @@ _SCHEMA = (
         transcript_bytes INTEGER
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX IF NOT EXISTS sessions_agent_updated ON sessions (agent_id, updated_at)",
-    "CREATE INDEX IF NOT EXISTS sessions_ephemeral_updated ON sessions (ephemeral, updated_at)",
+    "CREATE INDEX IF NOT EXISTS session_index_agent_updated"
+    " ON session_index (agent_id, updated_at)",
+    "CREATE INDEX IF NOT EXISTS session_index_ephemeral_updated"
+    " ON session_index (ephemeral, updated_at)",
     # Transcripts of per-request (ephemeral) sessions: a row per line instead of a file per
     # request.  Creating a file cost ~0.6 ms on the measured disks, a row a few microseconds,
     # and a client that sends no `user` (Open WebUI) makes one such session per message.
@@ -66,12 +68,12 @@ _APPEND_TURN = (
     "INSERT INTO ephemeral_turns (session_id, seq, lines) VALUES"
     " (?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM ephemeral_turns WHERE session_id = ?), ?)"
 )
-_SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM sessions WHERE key = ?"
+_SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM session_index WHERE key = ?"
 _INSERT_IGNORE = (
-    f"INSERT OR IGNORE INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO session_index ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RECORD_APPEND = f"""
-    UPDATE sessions
+    UPDATE session_index
     SET updated_at = ?,
         model = COALESCE(?, model),
         prompt_tokens = prompt_tokens + ?,
@@ -80,21 +82,25 @@ _RECORD_APPEND = f"""
     WHERE key = ? AND session_id = ?
     RETURNING {_COLUMNS}
 """
-_LIST_ALL = f"SELECT {_COLUMNS} FROM sessions ORDER BY updated_at DESC LIMIT ?"
+_LIST_ALL = f"SELECT {_COLUMNS} FROM session_index ORDER BY updated_at DESC LIMIT ?"
 _LIST_PERSISTENT = (
-    f"SELECT {_COLUMNS} FROM sessions WHERE ephemeral = 0 ORDER BY updated_at DESC LIMIT ?"
+    f"SELECT {_COLUMNS} FROM session_index WHERE ephemeral = 0 ORDER BY updated_at DESC LIMIT ?"
 )
-_LIST_AGENT = f"SELECT {_COLUMNS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC LIMIT ?"
+_LIST_AGENT = (
+    f"SELECT {_COLUMNS} FROM session_index WHERE agent_id = ? ORDER BY updated_at DESC LIMIT ?"
+)
 _LIST_AGENT_PERSISTENT = (
-    f"SELECT {_COLUMNS} FROM sessions WHERE agent_id = ? AND ephemeral = 0"
+    f"SELECT {_COLUMNS} FROM session_index WHERE agent_id = ? AND ephemeral = 0"
     " ORDER BY updated_at DESC LIMIT ?"
 )
 _EPHEMERAL_OLDEST_FIRST = (
-    "SELECT key, session_id, agent_id, updated_at FROM sessions"
+    "SELECT key, session_id, agent_id, updated_at FROM session_index"
     " WHERE ephemeral = 1 ORDER BY updated_at ASC"
 )
 # Deletes only the exact row that was selected: one touched meanwhile (by another process) stays.
-_DELETE_IF_UNCHANGED = "DELETE FROM sessions WHERE key = ? AND session_id = ? AND updated_at = ?"
+_DELETE_IF_UNCHANGED = (
+    "DELETE FROM session_index WHERE key = ? AND session_id = ? AND updated_at = ?"
+)
 
 
 class DeletedSession(NamedTuple):
@@ -181,7 +187,15 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 class SessionIndex:
     """Blocking access to ``sessions.sqlite``; see the module docstring for the threading rule."""
 
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = False,
+        transcript_size: Callable[[str, str], int] = lambda agent_id, session_id: 0,
+    ) -> None:
+        """Open (creating or upgrading) the index.  ``transcript_size(agent_id, session_id)``
+        is the size of a stored session's transcript, for the upgrade from schema 1."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit, so single statements never hold a lock longer than
         # themselves and transactions are exactly the ones written out below.
@@ -194,21 +208,36 @@ class SessionIndex:
             # FULL syncs the WAL on every commit: commits survive a power cut too.
             self._db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
             with self._transaction():
-                for statement in _SCHEMA:
-                    self._db.execute(statement)
                 (version,) = self._db.execute("PRAGMA user_version").fetchone()
-                if version == 1:
-                    # v2: the committed length of each transcript (NULL: the whole file, as v1).
-                    self._db.execute("ALTER TABLE sessions ADD COLUMN transcript_bytes INTEGER")
-                if version < SCHEMA_VERSION:
-                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version > SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
                     raise RuntimeError(
                         f"{path} has schema version {version}; this gateway knows {SCHEMA_VERSION}"
                     )
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                if version == 1:
+                    self._upgrade_from_v1(transcript_size)
+                if version < SCHEMA_VERSION:
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
             raise
+
+    def _upgrade_from_v1(self, transcript_size: Callable[[str, str], int]) -> None:
+        """Schema 1 -> 2: rows move to ``session_index`` with their transcript's committed length
+        (its size now), in the transaction that bumps the version.  The old table is dropped
+        rather than altered, so a gateway of the old version still running on this state dir
+        fails its next statement loudly instead of writing lines the new one would not count."""
+        rows = self._db.execute(
+            "SELECT key, session_id, agent_id, created_at, updated_at, model,"
+            " prompt_tokens, completion_tokens, ephemeral FROM sessions"
+        ).fetchall()
+        self._db.executemany(
+            _INSERT_IGNORE,
+            ((*row, None if row[8] else transcript_size(row[2], row[1])) for row in rows),
+        )
+        self._db.execute("DROP TABLE sessions")
+        log.info("session index upgraded to schema 2", extra={"sessions": len(rows)})
 
     def close(self) -> None:
         """Close the connection (lets SQLite refresh its planner statistics first)."""
@@ -358,7 +387,8 @@ class SessionIndex:
         """Delete the row for ``key`` (and stored lines); what it was, or None if none."""
         with self._transaction():
             row = self._db.execute(
-                "DELETE FROM sessions WHERE key = ? RETURNING key, session_id, agent_id", (key,)
+                "DELETE FROM session_index WHERE key = ? RETURNING key, session_id, agent_id",
+                (key,),
             ).fetchall()  # fetchall: see record_append
             if row:
                 self._drop_lines(row[0][1])
@@ -372,7 +402,7 @@ class SessionIndex:
         Rows whose key is in ``in_use`` are never deleted but do count towards ``max_count``.
         """
         (remaining,) = self._db.execute(
-            "SELECT COUNT(*) FROM sessions WHERE ephemeral = 1"
+            "SELECT COUNT(*) FROM session_index WHERE ephemeral = 1"
         ).fetchone()
         doomed: list[tuple[str, str, str, float]] = []
         # Oldest first, so the scan stops at the first row that is young enough and within count;
@@ -402,7 +432,7 @@ class SessionIndex:
 
     def count(self) -> int:
         """Number of rows."""
-        (n,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+        (n,) = self._db.execute("SELECT COUNT(*) FROM session_index").fetchone()
         return int(n)
 
     def insert_many(self, entries: Iterable[SessionEntry]) -> int:

@@ -24,7 +24,7 @@ class SessionEntry:
     ephemeral: bool
     # Bytes of the JSONL transcript that are committed (stored sessions): readers stop there, and
     # anything beyond it is a write that never committed (a crash), cut off by the next writer.
-    # None: a row from before this was kept (the whole file counts) or an ephemeral session.
+    # None for ephemeral sessions (their lines are rows of the index).
     transcript_bytes: int | None = None
 
 

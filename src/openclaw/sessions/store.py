@@ -79,7 +79,7 @@ class SessionStore(Protocol):
         """The session stored under ``key``, if any."""
 
     async def get_or_create(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
-        """The session under ``key``, created with a new uuid4 session id when missing."""
+        """The session under ``key``, created with a new (UUIDv7) session id when missing."""
 
     async def list_sessions(
         self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
@@ -238,8 +238,9 @@ class SqliteSessionStore:
         def job() -> list[TranscriptRecord]:
             # The row as it is now: ``entry`` may predate writes, which moved the committed end.
             row = self._idx().get(entry.key)
-            current = row if row is not None and row.session_id == entry.session_id else entry
-            return self._tail(current, max_records)
+            if row is None or row.session_id != entry.session_id:
+                return []  # deleted (or deleted and made anew): that session is gone
+            return self._tail(row, max_records)
 
         return await self._run(job)
 
@@ -471,25 +472,16 @@ class SqliteSessionStore:
             whole = cached[2] and len(kept) <= TAIL_CACHE_RECORDS
             self._tails[path] = (after, kept[-TAIL_CACHE_RECORDS:], whole)
 
-    def _cached_tail(
-        self, path: Path, end: int | None, max_records: int | None
-    ) -> list[TranscriptRecord]:
+    def _cached_tail(self, path: Path, end: int, max_records: int | None) -> list[TranscriptRecord]:
         """The transcript's last records before its committed ``end``, parsed once and kept per
-        session while that length stays the same; a run re-reads nothing it already knows.
-        (``end`` None: a length never recorded; the file's size stands in for it.)"""
-        size = end
-        if size is None:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                size = 0
-        if size == 0:
+        session while that length stays the same; a run re-reads nothing it already knows."""
+        if end == 0:
             self._tails.pop(path, None)
             return []
         hit = self._tails.get(path)
         if (
             hit is not None
-            and hit[0] == size
+            and hit[0] == end
             and (hit[2] or (max_records is not None and max_records <= len(hit[1])))
         ):
             self._tails.move_to_end(path)
@@ -497,17 +489,18 @@ class SqliteSessionStore:
         else:
             # Only what is asked: a run asks the same number each time, so later ones hit.
             want = max_records
-            records, size = transcript.read_records(
+            records, read = transcript.read_records(
                 path, want, end=end, block_size=self._block_size
             )
-            whole = want is None or len(records) < want
-            self._tails[path] = (
-                size,
-                records[-TAIL_CACHE_RECORDS:],
-                whole and len(records) <= TAIL_CACHE_RECORDS,
-            )
-            if len(self._tails) > TAIL_CACHE_SESSIONS:
-                self._tails.popitem(last=False)
+            if read == end:  # a file shorter than its committed length is not remembered
+                whole = want is None or len(records) < want
+                self._tails[path] = (
+                    end,
+                    records[-TAIL_CACHE_RECORDS:],
+                    whole and len(records) <= TAIL_CACHE_RECORDS,
+                )
+                if len(self._tails) > TAIL_CACHE_SESSIONS:
+                    self._tails.popitem(last=False)
         if max_records is None:
             return list(records)
         return records[max(0, len(records) - max_records) :] if max_records else []
@@ -515,7 +508,8 @@ class SqliteSessionStore:
     def _tail(self, entry: SessionEntry, max_records: int | None) -> list[TranscriptRecord]:
         if not entry.ephemeral:
             path = self.transcript_path(entry)
-            return self._cached_tail(path, entry.transcript_bytes, max_records)
+            # Always recorded for a stored session; 0 for a row made by hand without one.
+            return self._cached_tail(path, entry.transcript_bytes or 0, max_records)
         out = []
         # Each row holds a turn of one or more lines, so max_records rows always suffice.
         for row in self._idx().tail_lines(entry.session_id, max_records):
@@ -579,12 +573,23 @@ class SqliteSessionStore:
         return await self._run(lambda: self._idx().count())
 
     async def import_entries(self, entries: Iterable[SessionEntry]) -> int:
-        """Insert index rows as given (keys already present are skipped), in one transaction.
+        """Insert index rows as given (keys already present are skipped), in one transaction;
+        a stored session's committed transcript length is its transcript's size now.
 
         For migrations and benchmarks; transcripts are not touched.  How many were inserted.
         """
-        rows = list(entries)
-        return await self._run(lambda: self._idx().insert_many(rows))
+        given = list(entries)
+
+        def job() -> int:
+            rows = [
+                e
+                if e.ephemeral
+                else replace(e, transcript_bytes=self._file_size(e.agent_id, e.session_id))
+                for e in given
+            ]
+            return self._idx().insert_many(rows)
+
+        return await self._run(job)
 
     # --- worker-thread side -------------------------------------------------------------------
 
@@ -606,7 +611,16 @@ class SqliteSessionStore:
         return self._index
 
     def _open_sync(self) -> None:
-        self._index = SessionIndex(self._state_dir / INDEX_FILENAME, fsync=self._fsync)
+        self._index = SessionIndex(
+            self._state_dir / INDEX_FILENAME, fsync=self._fsync, transcript_size=self._file_size
+        )
+
+    def _file_size(self, agent_id: str, session_id: str) -> int:
+        """The size of a stored session's transcript now (0: none, or an unusable path)."""
+        try:
+            return transcript.transcript_path(self._state_dir, agent_id, session_id).stat().st_size
+        except (OSError, ValueError):
+            return 0
 
     def _close_sync(self) -> None:
         index, self._index = self._index, None
@@ -619,6 +633,7 @@ class SqliteSessionStore:
                 path = transcript.transcript_path(
                     self._state_dir, session.agent_id, session.session_id
                 )
+                self._tails.pop(path, None)
                 path.unlink(missing_ok=True)
             except (OSError, ValueError) as exc:
                 # The row is gone already; a leftover file is only wasted space.

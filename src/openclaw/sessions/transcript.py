@@ -7,8 +7,7 @@ The session index records how many bytes of each transcript are committed.  Writ
 an exclusive ``flock``, inside an index transaction (index write lock first, then the file, so two
 processes cannot deadlock); a write that does not commit is cut back off, and one that a crash
 interrupted is cut off by the next writer.  Readers read up to the committed length, so they need
-no lock: the bytes before it never change.  A file whose length was never recorded (written by a
-gateway from before lengths were kept) is read whole, under a shared lock.
+no lock: the bytes before it never change.
 """
 
 from __future__ import annotations
@@ -38,10 +37,10 @@ _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 log = get_logger("sessions.transcript")
 
 
-def _lock(fd: int, *, exclusive: bool, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
-    """``flock`` with a bound: a stopped process holding the lock fails this call, with an
-    ``OSError``, instead of hanging the store's only worker thread."""
-    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+def _lock(fd: int, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+    """An exclusive ``flock`` with a bound: a stopped process holding the lock fails this call,
+    with an ``OSError``, instead of hanging the store's only worker thread."""
+    op = fcntl.LOCK_EX | fcntl.LOCK_NB
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
@@ -112,18 +111,21 @@ class AppendBatch:
         """Write complete lines at the end of ``path``; its size before and after.
 
         ``committed`` is the file's committed length: bytes beyond it (a write a crash cut short,
-        before its transaction committed) are cut off first.  Without it (a length never
-        recorded), a torn last line gets a ``\\n`` so it stays a line of its own.  A failed write
-        is cut back off before the error propagates: nothing half-written stays behind.
+        before its transaction committed) are cut off first (None: the file as it is).  If the
+        file then ends inside a line (damage, or a file shorter than its index says after a
+        power cut without ``fsync``), a ``\\n`` is written first so the new lines parse.  A
+        failed write is cut back off before the error propagates: nothing half-written stays.
         """
         if not data:
             return (-1, -1)
         if not data.endswith(b"\n"):
             raise ValueError("data must end with a newline")
-        held = self._held.get(path) or self._take(path, committed)
+        held = self._held.get(path)
+        if held is None:
+            held = self._take(path, committed)
+            if held.size and os.pread(held.fd, 1, held.size - 1) != b"\n":
+                data = b"\n" + data
         before = held.size
-        if committed is None and before and os.pread(held.fd, 1, before - 1) != b"\n":
-            data = b"\n" + data
         view = memoryview(data)
         try:
             # One write is the normal case; a short write (disk nearly full, signal) is
@@ -188,7 +190,7 @@ class AppendBatch:
             self._make_dirs(path.parent)
             fd = os.open(path, flags, 0o644)
         try:
-            _lock(fd, exclusive=True)
+            _lock(fd)
             size = os.fstat(fd).st_size
             if committed is not None and size > committed:
                 # Under the index's write lock and the file's: nobody else is writing, so this
@@ -199,6 +201,11 @@ class AppendBatch:
                 )
                 os.ftruncate(fd, committed)
                 size = committed
+            elif committed is not None and size < committed:
+                log.warning(
+                    "transcript is shorter than its committed length (lost in a power cut?)",
+                    extra={"path": str(path), "missing_bytes": committed - size},
+                )
         except BaseException:
             os.close(fd)
             raise
@@ -252,8 +259,9 @@ def read_records(
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> tuple[list[TranscriptRecord], int]:
     """(the last ``max_records`` parseable records before byte ``end``, in file order (None:
-    all); the length they were read up to).  ``end`` None: the whole file, read under a shared
-    lock (a length never recorded).
+    all); the length they were read up to, less than ``end`` if the file is shorter).  ``end``
+    None: the whole file as it is now.  No lock: the bytes before a committed length never
+    change.
 
     Reads backwards in ``block_size`` chunks, so the cost follows the records asked for, not the
     file size.  Unparseable lines are logged and skipped.
@@ -263,31 +271,32 @@ def read_records(
     if block_size <= 0:
         raise ValueError("block_size must be > 0")
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the unlock
+        f = open(path, "rb")  # noqa: SIM115 - a plain with below
     except FileNotFoundError:
         return [], 0
     with f:
         fd = f.fileno()
-        if end is None:
-            _lock(fd, exclusive=False)
-        try:
-            size = os.fstat(fd).st_size if end is None else end
-            if max_records == 0:
-                return [], size
-            if max_records is None:
-                lines: Iterator[bytes] = reversed(os.pread(fd, size, 0).split(b"\n"))
-            else:
-                lines = _lines_backwards(fd, size, block_size)
-            newest_first: list[TranscriptRecord] = []
-            for line in lines:
-                record = parse_line(line, path)
-                if record is not None:
-                    newest_first.append(record)
-                    if max_records is not None and len(newest_first) >= max_records:
-                        break
-        finally:
-            if end is None:
-                _unlock(fd)
+        size = os.fstat(fd).st_size
+        if end is not None and end > size:
+            log.warning(
+                "transcript is shorter than its committed length (lost in a power cut?)",
+                extra={"path": str(path), "missing_bytes": end - size},
+            )
+        elif end is not None:
+            size = end
+        if max_records == 0:
+            return [], size
+        if max_records is None:
+            lines: Iterator[bytes] = reversed(os.pread(fd, size, 0).split(b"\n"))
+        else:
+            lines = _lines_backwards(fd, size, block_size)
+        newest_first: list[TranscriptRecord] = []
+        for line in lines:
+            record = parse_line(line, path)
+            if record is not None:
+                newest_first.append(record)
+                if max_records is not None and len(newest_first) >= max_records:
+                    break
     newest_first.reverse()
     return newest_first, size
 
@@ -302,7 +311,7 @@ def _lines_backwards(fd: int, end: int, block_size: int) -> Iterator[bytes]:
         size = min(block_size, pos)
         pos -= size
         chunk = os.pread(fd, size, pos)
-        if len(chunk) != size:  # shorter than the committed length says: give up cleanly
+        if len(chunk) != size:  # truncated under us (a delete): give up cleanly
             return
         cut = chunk.rfind(b"\n")
         if cut < 0:
