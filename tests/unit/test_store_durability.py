@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from openclaw.errors import StoreUnavailableError
+from openclaw.sessions import commits as commits_module
 from openclaw.sessions import index as index_module
-from openclaw.sessions import store as store_module
 from openclaw.sessions import transcript
 from openclaw.sessions.index import SessionIndex
 from openclaw.sessions.models import TranscriptRecord
@@ -277,7 +277,7 @@ async def test_one_commit_holds_a_bounded_number_of_files(
 
     monkeypatch.setattr(transcript.AppendBatch, "sync", sync)
     async with SqliteSessionStore(tmp_path) as store:
-        n = 3 * store_module.MAX_FILES_PER_COMMIT + 5
+        n = 3 * commits_module.MAX_FILES_PER_COMMIT + 5
         await asyncio.gather(
             *(store.record_turn(turn(f"agent:main:{i}", str(i))) for i in range(n))
         )

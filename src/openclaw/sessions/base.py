@@ -1,0 +1,110 @@
+"""What every session store is: the ``SessionStore`` protocol the runner uses, the ``Turn`` it
+writes, and how storage failures reach clients (``StoreUnavailableError``)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from openclaw.errors import StoreUnavailableError
+from openclaw.logs import get_logger
+from openclaw.sessions.models import SessionEntry, TranscriptRecord
+
+log = get_logger("sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One run's transcript write: create ``key`` if missing, append, add usage."""
+
+    key: str
+    agent_id: str
+    ephemeral: bool
+    records: tuple[TranscriptRecord, ...]
+    model: str | None
+    usage: tuple[int, int] | None
+
+
+class SessionStore(Protocol):
+    """What the runner needs from a store; per-request calls must not slow down as it grows."""
+
+    async def open(self) -> None:
+        """Make the store usable (create files, connect)."""
+
+    async def close(self) -> None:
+        """Release everything; a closed store refuses further calls."""
+
+    async def get(self, key: str) -> SessionEntry | None:
+        """The session stored under ``key``, if any."""
+
+    async def get_or_create(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
+        """The session under ``key``, created with a new (UUIDv7) session id when missing."""
+
+    async def list_sessions(
+        self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
+    ) -> list[SessionEntry]:
+        """Up to ``limit`` sessions, most recently updated first."""
+
+    async def read_history(
+        self, entry: SessionEntry, *, max_records: int | None
+    ) -> list[TranscriptRecord]:
+        """The last ``max_records`` transcript records in order (None: all)."""
+
+    async def append(
+        self,
+        entry: SessionEntry,
+        records: Sequence[TranscriptRecord],
+        *,
+        model: str | None,
+        usage: tuple[int, int] | None,
+    ) -> SessionEntry:
+        """Append records, add ``usage`` (prompt, completion) to the totals; the updated entry."""
+
+    async def load(
+        self, key: str, agent_id: str, *, max_records: int | None
+    ) -> tuple[SessionEntry, list[TranscriptRecord]]:
+        """``get_or_create`` (non-ephemeral) and ``read_history`` in one call: a run's start."""
+
+    def record_turn(self, turn: Turn) -> asyncio.Future[None]:
+        """Queue a run's write (create the session if needed, append its records); the future
+        is done once it is committed, or fails with ``StoreUnavailableError``.  Turns queued
+        while a write is in flight share the next one (group commit)."""
+
+    async def delete(self, key: str) -> bool:
+        """Delete a session and its transcript; False when there was none."""
+
+    async def prune_ephemeral(
+        self, *, max_age_seconds: float, max_count: int, in_use: Collection[str]
+    ) -> int:
+        """Delete old and surplus ephemeral sessions not in ``in_use``; how many were deleted."""
+
+    async def count(self) -> int:
+        """Number of stored sessions."""
+
+
+def store_error(exc: BaseException) -> BaseException:
+    """An I/O or database failure as the client-facing ``StoreUnavailableError`` (the details
+    are logged here, once); anything else (a bad key: a bug) unchanged."""
+    if not isinstance(exc, OSError | sqlite3.Error):
+        return exc
+    log.error("session store failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+    err = StoreUnavailableError()
+    err.__cause__ = exc
+    return err
+
+
+def store_errors(exc: BaseException, n: int) -> list[BaseException | None]:
+    """``exc`` for each of ``n`` turns of a failed commit: logged once, one instance per turn
+    (each awaiting task raises its own, so tracebacks do not pile up on one object)."""
+    first = store_error(exc)
+    if not isinstance(first, StoreUnavailableError):
+        return [first] * n
+    out: list[BaseException | None] = [first]
+    for _ in range(n - 1):
+        err = StoreUnavailableError()
+        err.__cause__ = exc
+        out.append(err)
+    return out

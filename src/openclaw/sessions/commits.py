@@ -1,0 +1,103 @@
+"""Group commit, the event loop's side of a store's writes.
+
+A turn handed to ``GroupCommit.add`` is written at once when no write is in flight; turns that
+arrive while one is form the next write together.  So when idle a run waits for one commit, and
+under load one thread hop and one transaction carry many turns; nobody waits on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from openclaw.sessions.base import Turn, store_errors
+
+R = TypeVar("R")
+
+# One commit holds every stored session's transcript it covers open and locked until it ends:
+# bounded, so a burst cannot run the process out of file descriptors.
+MAX_FILES_PER_COMMIT = 64
+MAX_TURNS_PER_COMMIT = 1024
+
+WriteTurns = Callable[[list[Turn]], list[BaseException | None]]
+Submit = Callable[[Callable[[], list[BaseException | None]]], "asyncio.Future[Any]"]
+
+
+class GroupCommit:
+    """``write`` (run through ``submit`` on the store's I/O thread) stores a batch of turns in one
+    transaction and says, per turn, None or the error it failed with."""
+
+    def __init__(self, write: WriteTurns, submit: Submit) -> None:
+        self._write = write
+        self._submit = submit
+        self._waiting: list[tuple[Turn, asyncio.Future[None]]] = []
+        self._flushing = False
+        self._in_flight: asyncio.Future[Any] | None = None
+
+    def add(self, turn: Turn) -> asyncio.Future[None]:
+        """Queue ``turn``; the future is done once it is committed (or failed)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((turn, done))
+        self._schedule()
+        return done
+
+    async def drain(self) -> None:
+        """Until every turn queued so far is written (or failed)."""
+        while self._flushing or self._waiting:
+            waits: list[asyncio.Future[Any]] = [done for _, done in self._waiting]
+            if self._in_flight is not None:
+                waits.append(self._in_flight)
+            if waits:
+                await asyncio.wait(waits)
+            else:
+                await asyncio.sleep(0)  # a write is about to start (call_soon)
+
+    def _schedule(self) -> None:
+        """Start a write at once unless one is in flight (it starts the next when it ends).
+        ``call_soon`` lets turns queued in the same loop iteration share the first one."""
+        if self._flushing or not self._waiting:
+            return
+        self._flushing = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch = self._take_batch()
+        if not batch:
+            self._flushing = False
+            return
+        turns = [turn for turn, _ in batch]
+        work = self._submit(lambda: self._write(turns))
+        self._in_flight = work
+
+        def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
+            self._in_flight = None
+            exc = fut.exception()
+            results = store_errors(exc, len(batch)) if exc is not None else fut.result()
+            for (_, done), err in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if err is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(err)
+            self._flushing = False
+            self._schedule()
+
+        work.add_done_callback(finished)
+
+    def _take_batch(self) -> list[tuple[Turn, asyncio.Future[None]]]:
+        """The waiting turns, oldest first, up to the bounds of one commit."""
+        files: set[str] = set()
+        n = len(self._waiting)
+        for i, (turn, _) in enumerate(self._waiting):
+            if i >= MAX_TURNS_PER_COMMIT:
+                n = i
+                break
+            if not turn.ephemeral and turn.key not in files:
+                if len(files) >= MAX_FILES_PER_COMMIT:
+                    n = i
+                    break
+                files.add(turn.key)
+        batch, self._waiting = self._waiting[:n], self._waiting[n:]
+        return batch
