@@ -1,8 +1,9 @@
 """The one error hierarchy of the gateway.
 
-Every error a client can see is an ``OpenClawError``; each class carries its HTTP status and its
-OpenAI ``type``/``code``, so one mapper (``gateway.wire``) turns any of them into a JSON body, an
-SSE error event or a WebSocket error frame.  Handlers raise; they never build error responses.
+Every error a client can see is an ``OpenClawError``; each class carries its HTTP status, its
+OpenAI ``type``/``code`` and the WebSocket close code used when it ends a connection, so one
+mapper (``gateway.wire``) turns any of them into a JSON body, a stream's error event, a WebSocket
+error frame or close.  Endpoints and methods raise; they never build error responses.
 
     OpenClawError                      500 server_error
     ├── InvalidRequestError            400 invalid_request_error
@@ -43,6 +44,8 @@ class OpenClawError(Exception):
     error_type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
     retryable: ClassVar[bool] = False
+    # When the error ends a WebSocket connection (its handshake): 1008 policy violation.
+    ws_close_code: ClassVar[int] = 1008
 
     def __init__(
         self,
@@ -57,6 +60,15 @@ class OpenClawError(Exception):
         self.param = param
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status of a response carrying this error."""
+        return self.status_code
+
+    def ws_close(self) -> tuple[int, str]:
+        """(close code, reason) when this error ends a WebSocket connection."""
+        return self.ws_close_code, self.message[:120]
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error object: ``{"error": {message, type, param, code}}``."""
@@ -87,6 +99,9 @@ class AuthenticationError(OpenClawError):
     status_code = 401
     error_type = "invalid_request_error"
     default_code = "invalid_api_key"
+
+    def ws_close(self) -> tuple[int, str]:
+        return self.ws_close_code, "unauthorized: bad or missing gateway secret"
 
     def __init__(self, message: str = "Unauthorized", **kwargs: Any) -> None:
         kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
@@ -135,11 +150,15 @@ class RateLimitError(OpenClawError, _RetryAfterMixin):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+    ws_close_code = 1013  # try again later
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         kw.setdefault("headers", self._retry_headers(retry_after))
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+    def ws_close(self) -> tuple[int, str]:
+        return self.ws_close_code, "too many failed authentication attempts"
 
 
 class GatewayBusyError(OpenClawError):
@@ -210,6 +229,23 @@ class UpstreamTimeoutError(UpstreamError):
     # Not retried: a read timeout already cost the client the whole timeout once.
     status_code = 504
     default_code = "upstream_timeout"
+
+
+class HttpStatusError(OpenClawError):
+    """An HTTP error of the framework's (routing) with no class of its own: its status kept."""
+
+    def __init__(self, message: str, status: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self._status = status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["type"] = "invalid_request_error" if self._status < 500 else "server_error"
+        return body
 
 
 class InternalError(OpenClawError):

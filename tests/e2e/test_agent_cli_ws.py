@@ -5,6 +5,7 @@ real sockets against the fake upstream: streaming, history across turns, the CLI
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -417,3 +418,41 @@ def test_console_script_streams_deltas_as_they_arrive(
         rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     assert first + rest == b"w0 w1 w2 w3\n"
+
+
+def test_ws_method_failing_on_an_os_error_still_answers_and_logs(
+    fake: FakeUpstream, gateway_factory, ws_to, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: an OSError inside a method (here a transcript that cannot be read) used to
+    be taken for the client leaving: no reply frame, no log line."""
+    gw = gateway_factory(model_config(fake))
+    ws = ws_to(gw)
+    _, res = ws.call("agent", {"message": "hello"})
+    assert res["ok"] is True
+    [path] = (gw.state_dir / "agents" / "main" / "sessions").glob("*.jsonl")
+    path.unlink()
+    path.mkdir()  # reading it now fails with IsADirectoryError, an OSError
+    with caplog.at_level(logging.ERROR, logger="openclaw"):
+        _, res = ws.call("sessions.history", {"sessionKey": MAIN})
+    assert res["ok"] is False
+    assert res["error"]["code"] == "store_unavailable"
+    assert any("IsADirectoryError" in str(r.__dict__.get("error", "")) for r in caplog.records)
+    # Any method's raw OSError too: answered as an internal error, logged with its traceback.
+
+    async def fails(conn: object, params: dict[str, Any]) -> None:
+        raise PermissionError(13, "Permission denied", "/state/agents/main/sessions/x.jsonl")
+
+    gw.app.state.ws_methods["test.fails"] = fails
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="openclaw"):
+        _, res = ws.call("test.fails")
+    assert res["ok"] is False
+    assert res["error"] == {
+        "code": "server_error",
+        "type": "server_error",
+        "message": "The server had an error processing your request.",
+    }
+    assert any(r.exc_info and r.exc_info[0] is PermissionError for r in caplog.records)
+    # The connection goes on.
+    _, listed = ws.call("sessions.list")
+    assert listed["ok"] is True

@@ -14,14 +14,13 @@ from starlette.types import ASGIApp
 
 from openclaw import paths
 from openclaw.config.schema import Config
-from openclaw.errors import OpenClawError
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.health import health
 from openclaw.gateway.http.models import ModelsEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
-from openclaw.gateway.wire import handle_http_exception, handle_openclaw_error
+from openclaw.gateway.wire import raise_as_error
 from openclaw.gateway.ws import base_methods, websocket_endpoint
 from openclaw.gateway.ws_methods import runtime_methods
 from openclaw.runtime import Runtime
@@ -88,10 +87,9 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(GatewayMiddleware, fast=fast)],
-        exception_handlers={
-            OpenClawError: handle_openclaw_error,
-            HTTPException: handle_http_exception,
-        },
+        # Starlette renders its own routing errors unless told otherwise: they are re-raised
+        # as ours, for GatewayMiddleware to render with every other error.
+        exception_handlers={HTTPException: raise_as_error},
         lifespan=lifespan,
     )
     app.state.gateway = gw

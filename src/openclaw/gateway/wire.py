@@ -1,15 +1,34 @@
-"""The one place where errors meet the wire: JSON bodies, SSE error events, WebSocket frames."""
+"""The one place where errors meet the wire.
+
+Endpoints, WebSocket methods and the runner only raise.  Here an exception becomes:
+
+* before an HTTP response has started: an OpenAI-style JSON body with the error's status and
+  headers (``send_json``);
+* after a streamed response has started: the stream's own error event and end, which differ per
+  API (``StreamErrors``; chat completions send ``data: {"error": ...}`` then ``data: [DONE]``);
+* on the WebSocket: an error ``res`` frame (``ws_reply``), or a close code carried by the error
+  class when it ends the connection (``OpenClawError.ws_close``).
+
+Any other exception is first turned into an ``OpenClawError`` by ``to_error``: the framework's
+routing errors by HTTP status, everything else by class; an unexpected one is logged here, once,
+and shown as a generic 500.  ``GatewayMiddleware`` applies this to every HTTP request, on the fast
+path too; the WebSocket dispatcher to every method call.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from openclaw.errors import (
+    HttpStatusError,
     InternalError,
     MethodNotAllowedError,
     NotFoundError,
@@ -18,6 +37,9 @@ from openclaw.errors import (
 from openclaw.logs import get_logger
 
 log = get_logger("gateway")
+
+# Where a streaming endpoint puts its ``StreamErrors`` in the ASGI scope, for the middleware.
+STREAM_ERRORS = "openclaw.stream_errors"
 
 
 class JSONResponse(Response):
@@ -29,45 +51,74 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(exc: OpenClawError) -> Response:
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
+@dataclass(frozen=True, slots=True)
+class StreamErrors:
+    """How one streamed API ends when it fails after its response started."""
+
+    render: Callable[[OpenClawError], bytes]
 
 
-def sse_error(exc: OpenClawError) -> bytes:
-    """A mid-stream failure: an error event, then the terminator clients wait for."""
-    return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
+def _chat_completions_stream_error(err: OpenClawError) -> bytes:
+    return b"data: " + orjson.dumps(err.to_dict()) + b"\n\ndata: [DONE]\n\n"
 
 
-def ws_error(exc: OpenClawError) -> dict[str, Any]:
-    err = exc.to_dict()["error"]
-    return {"code": err["code"] or err["type"], "type": err["type"], "message": err["message"]}
+CHAT_COMPLETIONS_STREAM = StreamErrors(_chat_completions_stream_error)
 
 
-def as_wire_error(exc: BaseException) -> OpenClawError:
-    """Any exception as a client-safe ``OpenClawError`` (unexpected ones are logged, not shown)."""
+def to_error(exc: BaseException, scope: Scope | None = None) -> OpenClawError:
+    """Any exception as a client-safe ``OpenClawError``: routing errors by status, the rest by
+    class (unexpected ones logged with their traceback, never shown)."""
     if isinstance(exc, OpenClawError):
         return exc
+    if isinstance(exc, HTTPException):
+        return _from_status(exc, scope or {})
     log.error("unhandled error", exc_info=exc)
     return InternalError()
 
 
-async def handle_openclaw_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, OpenClawError)
-    return error_response(exc)
-
-
-async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return error_response(
-            MethodNotAllowedError(
-                f"Method {request.method} is not allowed on {request.url.path}.",
-                headers=dict(exc.headers or {}),
-            )
-        )
+def _from_status(exc: HTTPException, scope: Scope) -> OpenClawError:
+    path = scope.get("path", "")
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"Not found: {request.url.path}"))
-    err = OpenClawError(exc.detail, headers=dict(exc.headers or {}))
-    err_body = err.to_dict()
-    err_body["error"]["type"] = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return JSONResponse(err_body, status_code=exc.status_code, headers=err.headers)
+        return NotFoundError(f"Not found: {path}", headers=headers)
+    if exc.status_code == 405:
+        method = scope.get("method", "")
+        return MethodNotAllowedError(f"Method {method} is not allowed on {path}.", headers=headers)
+    return HttpStatusError(exc.detail, exc.status_code, headers=headers)
+
+
+async def send_json(err: OpenClawError, send: Send) -> None:
+    """``err`` as a whole HTTP response: status, headers and the OpenAI error body."""
+    body = orjson.dumps(err.to_dict())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in err.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": err.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_stream_end(err: OpenClawError, scope: Scope, send: Send) -> None:
+    """End a response that has started: the stream's error event (if it declared a format in
+    the scope), then the end of the body."""
+    errors: StreamErrors | None = scope.get(STREAM_ERRORS)
+    body = errors.render(err) if errors is not None else b""
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def ws_error(err: OpenClawError) -> dict[str, Any]:
+    """The ``error`` object of a WebSocket ``res`` frame."""
+    body = err.to_dict()["error"]
+    return {"code": body["code"] or body["type"], "type": body["type"], "message": body["message"]}
+
+
+def ws_reply(frame_id: Any, exc: BaseException) -> dict[str, Any]:
+    """The failed ``res`` frame answering request ``frame_id``."""
+    return {"type": "res", "id": frame_id, "ok": False, "error": ws_error(to_error(exc))}
+
+
+async def raise_as_error(request: Request, exc: Exception) -> Response:
+    """Starlette's exception hook for its own routing errors: re-raised as ours, so that they
+    reach the one renderer (``GatewayMiddleware``) like every other error."""
+    raise to_error(exc, request.scope) from exc

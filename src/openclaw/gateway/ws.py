@@ -15,26 +15,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import (
+    WebSocket,
+    WebSocketDisconnect,
+    WebSocketDisconnected,
+    WebSocketState,
+)
 
 from openclaw import __version__
-from openclaw.errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    NotFoundError,
-    OpenClawError,
-    RateLimitError,
-)
+from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
+from openclaw.gateway import wire
 from openclaw.gateway.state import GatewayState, client_addr, gateway_of
-from openclaw.gateway.wire import as_wire_error, ws_error
 from openclaw.logs import get_logger
 
 log = get_logger("ws")
 
 PROTOCOL_VERSION = 1
 CONNECT_TIMEOUT_SECONDS = 10.0
-CLOSE_POLICY = 1008  # policy violation: bad or missing auth
-CLOSE_TRY_AGAIN = 1013  # rate-limited
+CLOSE_POLICY = 1008  # policy violation: no connect frame, a cross-origin page
+# A send to a client that has gone: nobody is left to answer.
+_GONE = (WebSocketDisconnect, WebSocketDisconnected)
 
 
 class Connection:
@@ -121,14 +121,8 @@ async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[bool, Any]:
             raise InvalidRequestError("The first frame must be a `connect` request.")
         gw.auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws))
     except OpenClawError as exc:
-        reply = {"type": "res", "id": _frame_id(text), "ok": False, "error": ws_error(exc)}
-        await ws.send_text(orjson.dumps(reply).decode())
-        if isinstance(exc, RateLimitError):
-            await ws.close(CLOSE_TRY_AGAIN, "too many failed authentication attempts")
-        elif isinstance(exc, AuthenticationError):
-            await ws.close(CLOSE_POLICY, "unauthorized: bad or missing gateway secret")
-        else:
-            await ws.close(CLOSE_POLICY, exc.message[:120])
+        await ws.send_text(orjson.dumps(wire.ws_reply(_frame_id(text), exc)).decode())
+        await ws.close(*exc.ws_close())
         return False, None
     return True, frame.get("id")
 
@@ -141,13 +135,11 @@ async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[st
             raise NotFoundError(f"Unknown method `{frame['method']}`.", code="unknown_method")
         payload = await method(conn, frame["params"])
         reply: dict[str, Any] = {"type": "res", "id": frame_id, "ok": True, "payload": payload}
-    except asyncio.CancelledError:
-        raise
-    except (WebSocketDisconnect, OSError):
-        return  # the client left mid-request; nobody to answer
+    except _GONE:
+        return  # a send failed: the client left mid-request
     except Exception as exc:
-        reply = {"type": "res", "id": frame_id, "ok": False, "error": ws_error(as_wire_error(exc))}
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        reply = wire.ws_reply(frame_id, exc)
+    with contextlib.suppress(*_GONE):
         await conn.send(reply)
 
 
@@ -204,8 +196,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             try:
                 frame = _parse(text)
             except OpenClawError as exc:
-                error = ws_error(exc)
-                await conn.send({"type": "res", "id": _frame_id(text), "ok": False, "error": error})
+                await conn.send(wire.ws_reply(_frame_id(text), exc))
                 continue
             task = asyncio.create_task(_dispatch(conn, methods, frame))
             conn.tasks.add(task)

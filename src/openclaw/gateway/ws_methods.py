@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 from openclaw.agents.registry import Agent, AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
 from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
-from openclaw.gateway.wire import as_wire_error
+from openclaw.gateway.wire import to_error
 from openclaw.gateway.ws import Connection, Method
 from openclaw.providers.base import ChatMessage, TextDelta
 from openclaw.sessions.keys import build_key, is_valid_key, normalize_agent_id, parse_key, scope_key
@@ -197,7 +197,7 @@ async def stream_run(
         # A send failed: the client is gone, so there is no one to tell about it.
         raise
     except Exception as exc:
-        error: OpenClawError = as_wire_error(exc)
+        error: OpenClawError = to_error(exc)
         await emit("lifecycle", {"phase": "error", "error": error.message})
         if error is exc:
             raise

@@ -1,9 +1,9 @@
 """``POST /v1/chat/completions``: the OpenAI Chat Completions API as an ordinary agent run.
 
 Order of checks, as the reference: path -> method (routing) -> auth -> body -> validation -> run.
-Errors before the response starts are OpenAI-style JSON with a fitting status; after a stream has
-started they are an SSE error event followed by ``[DONE]``.  A client that goes away cancels the
-run, which closes the upstream call and stores the partial turn as aborted.
+Errors are raised; ``gateway.wire`` renders them (OpenAI-style JSON before the response starts;
+after a stream has started, an SSE error event followed by ``[DONE]``).  A client that goes away
+cancels the run, which closes the upstream call and stores the partial turn as aborted.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from openclaw.agents.runner import RunParams, RunResult
 from openclaw.errors import InvalidRequestError, OpenClawError, UpstreamError
+from openclaw.gateway import wire
 from openclaw.gateway.body import read_body
 from openclaw.gateway.images import image_url_of, load_images
 from openclaw.gateway.openai_schema import ChatCompletionRequest, MessageIn, parse_request
 from openclaw.gateway.state import GatewayState, require_auth
-from openclaw.gateway.wire import as_wire_error, error_response, sse_error
 from openclaw.ids import hex_id
 from openclaw.logs import get_logger
 from openclaw.providers.base import (
@@ -134,6 +134,8 @@ class ChatCompletionsEndpoint:
             params = await self._params(request, req)
             headers["x-openclaw-session-key"] = params.session_key or params.ephemeral_key or ""
             if req.stream:
+                # Once the stream has started, an error ends it the chat completions way.
+                scope[wire.STREAM_ERRORS] = wire.CHAT_COMPLETIONS_STREAM
                 await _race_disconnect(receive, self._stream(req, params, headers, send))
             else:
                 await _race_disconnect(receive, self._complete(req, params, headers, send))
@@ -141,7 +143,7 @@ class ChatCompletionsEndpoint:
             return
         except OpenClawError as exc:
             exc.headers.update(headers)
-            await error_response(exc)(scope, receive, send)
+            raise
 
     async def _params(self, request: Request, req: ChatCompletionRequest) -> RunParams:
         if req.n is not None and req.n != 1:
@@ -318,10 +320,7 @@ class ChatCompletionsEndpoint:
                         await _body(send, _KEEPALIVE)
                     continue
                 if isinstance(item, BaseException):
-                    if not started:
-                        raise item
-                    await _body(send, sse_error(as_wire_error(item)), more=False)
-                    return
+                    raise item
                 if not started:
                     await start()
                 if isinstance(item, TextDelta):
@@ -330,11 +329,9 @@ class ChatCompletionsEndpoint:
                     await _body(send, chunks.tool_call(item))
                 elif isinstance(item, RunResult):
                     if not item.text and not item.tool_calls:
-                        err = UpstreamError(
+                        raise UpstreamError(
                             "The model returned an empty reply.", code="empty_response"
                         )
-                        await _body(send, sse_error(err), more=False)
-                        return
                     tail = chunks.finish(finish_reason(item))
                     if include_usage:
                         tail += chunks.usage(item.usage.as_dict())
