@@ -20,8 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_gateway as bg
+from bench_gateway import environment
+from clients import Target
+from common import HERE, USER_POOL
 from gw_variant import KNOWN
+from measure import FULL, QUICK, pct, ratio, sequential, throughput
+from prefill import prefill
+from processes import processes, spawn_gateway, spawn_upstream
 
 DEFAULT = [
     "no-ephemeral-persist",
@@ -44,26 +49,26 @@ def main() -> None:
     args = parser.parse_args()
     base_vs = [v for v in args.base.split(",") if v]
     variants = [v for v in (args.variants or DEFAULT) if v not in base_vs]
-    s = bg.QUICK if args.quick else bg.FULL
+    s = QUICK if args.quick else FULL
     kind = "stateful" if args.stateful else "stateless"
     started = time.perf_counter()
     combos: list[tuple[str, list[str]]] = [("baseline", base_vs)]
     combos += [(v, [*base_vs, v]) for v in variants]
     if len(variants) > 1:
         combos.append(("all", [*base_vs, *variants]))
-    with tempfile.TemporaryDirectory(prefix="ablate-gateway-") as tmp_name, bg.processes() as procs:
+    with tempfile.TemporaryDirectory(prefix="ablate-gateway-") as tmp_name, processes() as procs:
         tmp = Path(tmp_name)
-        up = bg.spawn_ready("upstream", ["--serve", "upstream"])
+        up = spawn_upstream()
         procs.append(up)
-        targets: list[bg.Target] = []
+        targets: list[Target] = []
         for name, vs in combos:
             if args.stateful:
-                asyncio.run(bg.prefill(tmp / name / "state", bg.USER_POOL))
-            proc = bg.spawn_gateway(name, tmp, up.port, variants=vs)
+                asyncio.run(prefill(tmp / name / "state", USER_POOL))
+            proc = spawn_gateway(name, tmp, up.port, variants=vs)
             procs.append(proc)
-            targets.append(bg.Target(name, proc.port, "openclaw", args.stateful, proc))
+            targets.append(Target(name, proc.port, "openclaw", args.stateful, proc))
         print(f"{kind}: " + ", ".join(t.name for t in targets), flush=True)
-        lat = bg.sequential(
+        lat = sequential(
             targets,
             stream=False,
             rounds=s.rounds,
@@ -71,14 +76,14 @@ def main() -> None:
             warmup=s.warmup,
             time_budget=s.seq_budget,
         )
-        tput = bg.throughput(
+        tput = throughput(
             targets,
             rounds=s.load_rounds,
             total=s.load_total,
             duration=s.load_duration,
             warmup=min(500, s.load_total),
         )
-    base_p50 = bg.pct(lat["baseline"]["total"], 50) * 1000
+    base_p50 = pct(lat["baseline"]["total"], 50) * 1000
     seq_cpu = {n: statistics.fmean(v["cpu"]) * 1e6 for n, v in lat.items()}
     base = tput["baseline"]
     rows = {}
@@ -93,7 +98,7 @@ def main() -> None:
         f"{'sust/s':>8}{'x base':>8}{'CPU us/req':>12}{'saved us':>10}"
     )
     for t in targets:
-        p50 = bg.pct(lat[t.name]["total"], 50) * 1000
+        p50 = pct(lat[t.name]["total"], 50) * 1000
         r = tput[t.name]
         cpu = r.get("server_cpu_us_per_req", float("nan"))
         rows[t.name] = {
@@ -102,7 +107,7 @@ def main() -> None:
             "sequential_cpu_us_per_req": round(seq_cpu[t.name], 1),
             "rps": r["rps"],
             "sustained_rps": r["sustained_rps"],
-            "rps_ratio": bg.ratio(r["sustained_rps"], base["sustained_rps"]),
+            "rps_ratio": ratio(r["sustained_rps"], base["sustained_rps"]),
             "cpu_us_per_req": cpu,
             "cpu_saved_us": round(base["server_cpu_us_per_req"] - cpu, 1),
             "rps_all": r["rps_all"],
@@ -114,7 +119,7 @@ def main() -> None:
             f"{base['server_cpu_us_per_req'] - cpu:>10.0f}"
         )
     suffix = f"-on-{'+'.join(base_vs)}" if base_vs else ""
-    out = bg.HERE / "results" / f"ablation-{kind}{suffix}.json"
+    out = HERE / "results" / f"ablation-{kind}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
@@ -123,7 +128,7 @@ def main() -> None:
                 "quick": args.quick,
                 "base": base_vs,
                 "variants": rows,
-                "environment": bg.environment(),
+                "environment": environment(),
             },
             indent=2,
         )

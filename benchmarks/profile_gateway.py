@@ -28,7 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_gateway as bg
+from clients import Target
+from common import HERE
+from measure import load
+from prefill import prefill
+from processes import processes, spawn_gateway, spawn_upstream
 
 # (component, regex on "function (file:line)" frames); the innermost matching frame wins, so
 # more specific components (json, logging, validation) sit inside broad ones (runner, endpoint).
@@ -62,8 +66,8 @@ COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 
 
-def run_load(target: bg.Target, seconds: float, out: dict[str, object]) -> None:
-    out["result"] = bg.load(target, 10_000_000, seconds)
+def run_load(target: Target, seconds: float, out: dict[str, object]) -> None:
+    out["result"] = load(target, 10_000_000, seconds)
 
 
 def component(frames: list[str]) -> str:
@@ -142,23 +146,23 @@ def main() -> None:
     kind = ("stateful" if args.stateful else "stateless") + (
         f"-{args.variants.replace(',', '+')}" if args.variants else ""
     )
-    raw = bg.HERE / "results" / f"profile-{kind}.txt"
+    raw = HERE / "results" / f"profile-{kind}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="profile-gateway-") as tmp_name,
-        bg.processes() as procs,
+        processes() as procs,
     ):
         tmp = Path(tmp_name)
         name = "gw-100k" if args.stateful else "gw"
         if args.stateful:
-            asyncio.run(bg.prefill(tmp / name / "state", 100_000))
-        up = bg.spawn_ready("upstream", ["--serve", "upstream"])
+            asyncio.run(prefill(tmp / name / "state", 100_000))
+        up = spawn_upstream()
         procs.append(up)
         variants = [v for v in args.variants.split(",") if v]
-        gw = bg.spawn_gateway(name, tmp, up.port, log_level=args.log_level, variants=variants)
+        gw = spawn_gateway(name, tmp, up.port, log_level=args.log_level, variants=variants)
         procs.append(gw)
-        target = bg.Target(name, gw.port, "openclaw", args.stateful, gw)
-        bg.load(target, 2000, 10)  # warm-up
+        target = Target(name, gw.port, "openclaw", args.stateful, gw)
+        load(target, 2000, 10)  # warm-up
         out: dict[str, object] = {}
         loader = threading.Thread(target=run_load, args=(target, args.seconds + 2, out))
         loader.start()
