@@ -20,7 +20,6 @@ needs (disconnect detection, persisted turns, the 500 handler).
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import sys
@@ -46,33 +45,37 @@ def apply() -> None:
     if "no-ephemeral-persist" in VARIANTS:
         from openclaw.agents.runner import AgentRunner
 
-        persist = AgentRunner._persist
+        commit = AgentRunner._commit
 
-        def _persist(self: Any, key: str, agent: Any, ephemeral: bool, *a: Any) -> None:
-            if not ephemeral:
-                persist(self, key, agent, ephemeral, *a)
+        async def _commit(self: Any, turn: Any) -> None:
+            if not turn.ephemeral:
+                await commit(self, turn)
 
-        AgentRunner._persist = _persist  # type: ignore[method-assign]
+        AgentRunner._commit = _commit  # type: ignore[method-assign]
 
     if "inline-store" in VARIANTS:
-        from openclaw.sessions.store import SqliteSessionStore
-
-        async def _run(self: Any, fn: Any) -> Any:
-            if self._executor is None:
-                raise RuntimeError("session store is not open")
-            return fn()
-
+        import asyncio
         import sqlite3
+
+        from openclaw.sessions.worker import IoThread
+
+        def _submit(self: Any, fn: Any) -> Any:
+            # Every store job on the event loop itself (what the I/O thread costs).
+            done = asyncio.get_running_loop().create_future()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
 
         connect = sqlite3.connect
 
         def _connect(*args: Any, **kw: Any) -> Any:
-            # The index is opened on the worker thread, then used on the loop.
             kw["check_same_thread"] = False
             return connect(*args, **kw)
 
         sqlite3.connect = _connect  # type: ignore[assignment]
-        SqliteSessionStore._run = _run  # type: ignore[method-assign]
+        IoThread.submit = _submit  # type: ignore[method-assign]
 
     if "no-disconnect-watch" in VARIANTS:
         from openclaw.gateway.http import chat_completions

@@ -13,14 +13,8 @@ from openai import OpenAI
 
 from openclaw.config.schema import ProviderConfig
 from openclaw.errors import UpstreamRateLimitError
-from openclaw.providers.base import (
-    ChatMessage,
-    Finished,
-    ModelRequest,
-    SamplingParams,
-    TextDelta,
-    Usage,
-)
+from openclaw.messages import ChatMessage, TextDelta, Usage
+from openclaw.providers.base import Finished, ModelRequest, SamplingParams
 from openclaw.providers.local_gguf import LocalGgufProvider, render_prompt
 from tests.upstream import FakeUpstream, HttpError, StreamError
 

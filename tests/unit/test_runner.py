@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from openclaw.agents.events import ALL_RUNS
+from openclaw.agents.events import ALL_RUNS, RunEnded, RunStarted
 from openclaw.agents.runner import RunParams, RunResult
 from openclaw.errors import GatewayBusyError, UpstreamUnavailableError
-from openclaw.providers.base import (
-    ChatMessage,
-    Finished,
-    ModelRequest,
-    ProviderEvent,
-    TextDelta,
-    Usage,
-)
+from openclaw.messages import ChatMessage, TextDelta, Usage
+from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
 from openclaw.runtime import Runtime
+from openclaw.sessions.keys import Target, resolve_target
 from tests.harness import make_config
 
 
@@ -69,6 +64,14 @@ def user(text: str) -> ChatMessage:
     return ChatMessage(role="user", content=text)
 
 
+def stored(key: str) -> Target:
+    return resolve_target("main", session_key=key, default="main")
+
+
+def fresh() -> Target:
+    return resolve_target("main", default="ephemeral")
+
+
 @contextlib.asynccontextmanager
 async def runtime(tmp_path: Path, provider: ScriptedProvider, **defaults):
     cfg = make_config({"agents": {"defaults": {"model": "scripted/m", **defaults}}})
@@ -84,10 +87,10 @@ async def test_history_carried_across_two_turns(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p) as rt:
         key = "agent:main:main"
-        first = await rt.runner.run(RunParams(user("hello"), session_key=key))
+        first = await rt.runner.run(RunParams(user("hello"), stored(key)))
         assert first.text == "reply to hello"
         assert first.usage.completion_tokens == 3
-        await rt.runner.run(RunParams(user("again"), session_key=key))
+        await rt.runner.run(RunParams(user("again"), stored(key)))
     assert [m.text for m in p.requests[1].messages] == ["hello", "reply to hello", "again"]
 
 
@@ -95,7 +98,7 @@ async def test_history_budget_drops_oldest_turns(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p, maxHistoryMessages=4) as rt:
         for i in range(6):
-            await rt.runner.run(RunParams(user(f"m{i}"), session_key="agent:main:b"))
+            await rt.runner.run(RunParams(user(f"m{i}"), stored("agent:main:b")))
     sent = [m.text for m in p.requests[-1].messages]
     assert sent == ["m3", "reply to m3", "m4", "reply to m4", "m5"]
 
@@ -104,7 +107,7 @@ async def test_token_budget(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p, maxHistoryTokens=20) as rt:
         for i in range(5):
-            await rt.runner.run(RunParams(user(f"message number {i}"), session_key="agent:main:t"))
+            await rt.runner.run(RunParams(user(f"message number {i}"), stored("agent:main:t")))
     history = p.requests[-1].messages[:-1]
     assert 0 < len(history) < 8
     assert history[0].role == "user"
@@ -114,9 +117,9 @@ async def test_runs_on_one_session_serialise_different_sessions_overlap(tmp_path
     p = ScriptedProvider(delay=0.05)
     async with runtime(tmp_path, p) as rt:
         await asyncio.gather(
-            rt.runner.run(RunParams(user("a1"), session_key="agent:main:a")),
-            rt.runner.run(RunParams(user("a2"), session_key="agent:main:a")),
-            rt.runner.run(RunParams(user("b1"), session_key="agent:main:b")),
+            rt.runner.run(RunParams(user("a1"), stored("agent:main:a"))),
+            rt.runner.run(RunParams(user("a2"), stored("agent:main:a"))),
+            rt.runner.run(RunParams(user("b1"), stored("agent:main:b"))),
         )
     spans = {text: (start, end) for text, start, end in p.spans}
     assert spans["a2"][0] >= spans["a1"][1]  # second waited for the first, in order
@@ -131,7 +134,7 @@ async def test_cancellation_closes_the_provider_and_stores_the_partial_reply(
 ) -> None:
     p = ScriptedProvider(delay=0.2)
     async with runtime(tmp_path, p) as rt:
-        params = RunParams(user("one two three four five six"), session_key="agent:main:c")
+        params = RunParams(user("one two three four five six"), stored("agent:main:c"))
 
         async def consume() -> None:
             async for _ in rt.runner.stream(params):
@@ -157,14 +160,14 @@ async def test_torn_transcript_line_is_skipped(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p) as rt:
         key = "agent:main:torn"
-        await rt.runner.run(RunParams(user("before crash"), session_key=key))
+        await rt.runner.run(RunParams(user("before crash"), stored(key)))
         await rt.runner.drain()
         entry = await rt.store.get(key)
         assert entry is not None
         path = tmp_path / "agents" / "main" / "sessions" / f"{entry.session_id}.jsonl"
         with path.open("ab") as fh:
             fh.write(b'{"role": "user", "content": "half a li')
-        await rt.runner.run(RunParams(user("after crash"), session_key=key))
+        await rt.runner.run(RunParams(user("after crash"), stored(key)))
     assert [m.text for m in p.requests[-1].messages] == [
         "before crash",
         "reply to before crash",
@@ -175,17 +178,21 @@ async def test_torn_transcript_line_is_skipped(tmp_path: Path) -> None:
 async def test_events_on_the_bus(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p) as rt:
-        with rt.bus.subscribe(ALL_RUNS) as queue:
-            result = await rt.runner.run(RunParams(user("x")))
+        with rt.bus.subscribe(ALL_RUNS) as sub:
+            result = await rt.runner.run(RunParams(user("x"), fresh()))
             events = []
-            while not queue.empty():
-                events.append(queue.get_nowait())
+            while not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
     assert {e.run_id for e in events} == {result.run_id}
-    kinds = [(e.stream, e.data.get("phase")) for e in events]
-    assert kinds[0] == ("lifecycle", "start")
-    assert kinds[-1] == ("lifecycle", "end")
-    assert "".join(e.data["delta"] for e in events if e.stream == "assistant") == "reply to x"
-    assert any(e.stream == "usage" for e in events)
+    assert {e.session_key for e in events} == {result.session_key}
+    kinds = [type(e.event) for e in events]
+    assert kinds[0] is RunStarted
+    assert kinds[-1] is RunEnded
+    ended = events[-1].event
+    assert isinstance(ended, RunEnded)
+    assert (ended.phase, ended.usage) == ("end", result.usage)
+    assert "".join(e.event.text for e in events if isinstance(e.event, TextDelta)) == "reply to x"
+    assert sub.dropped == 0
 
 
 async def test_errors_are_stored_and_raised(tmp_path: Path) -> None:
@@ -193,7 +200,7 @@ async def test_errors_are_stored_and_raised(tmp_path: Path) -> None:
     p.fail_next = UpstreamUnavailableError("down")
     async with runtime(tmp_path, p) as rt:
         with pytest.raises(UpstreamUnavailableError):
-            await rt.runner.run(RunParams(user("x"), session_key="agent:main:e"))
+            await rt.runner.run(RunParams(user("x"), stored("agent:main:e")))
         await rt.runner.drain()
         entry = await rt.store.get("agent:main:e")
         assert entry is not None
@@ -207,7 +214,7 @@ async def test_gateway_busy_beyond_the_queue(tmp_path: Path) -> None:
     p = ScriptedProvider(delay=0.1)
     async with runtime(tmp_path, p, maxConcurrent=1, maxQueued=1) as rt:
         results = await asyncio.gather(
-            *(rt.runner.run(RunParams(user(f"q{i}"))) for i in range(3)), return_exceptions=True
+            *(rt.runner.run(RunParams(user(f"q{i}"), fresh())) for i in range(3)), return_exceptions=True
         )
     assert sum(isinstance(r, RunResult) for r in results) == 2
     assert sum(isinstance(r, GatewayBusyError) for r in results) == 1
@@ -221,7 +228,7 @@ async def test_workspace_bootstrap_files_in_fixed_order_and_capped(tmp_path: Pat
     (ws / "AGENTS.md").write_text("agents file " + "x" * 100)
     (ws / "SOUL.md").write_text("soul file")
     async with runtime(tmp_path, p, bootstrapMaxChars=50) as rt:
-        await rt.runner.run(RunParams(user("x"), extra_system_prompt="extra part"))
+        await rt.runner.run(RunParams(user("x"), fresh(), extra_system_prompt="extra part"))
     system = p.requests[0].messages[0]
     assert system.role == "system"
     text = system.text
@@ -239,7 +246,7 @@ async def test_unknown_agent_names_the_known_ones(tmp_path: Path) -> None:
     p = ScriptedProvider()
     async with runtime(tmp_path, p) as rt:
         with pytest.raises(Exception) as info:
-            await rt.runner.run(RunParams(user("x"), agent_id="ghost"))
+            await rt.runner.run(RunParams(user("x"), Target("ghost", "agent:ghost:openai:x", True)))
     assert "main" in str(info.value)
 
 
@@ -255,8 +262,8 @@ async def test_retention_prunes_old_ephemeral_sessions_only(tmp_path: Path) -> N
     await rt.start()
     try:
         for i in range(5):
-            await rt.runner.run(RunParams(user(f"e{i}")))
-        await rt.runner.run(RunParams(user("keep"), session_key="agent:main:keep"))
+            await rt.runner.run(RunParams(user(f"e{i}"), fresh()))
+        await rt.runner.run(RunParams(user("keep"), stored("agent:main:keep")))
         await rt.runner.drain()
         removed = await rt.prune()
         assert removed == 3

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from openclaw.messages import Usage
 from openclaw.sessions import transcript
 from openclaw.sessions.keys import build_key, ephemeral_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
@@ -119,7 +120,7 @@ async def test_closed_store_refuses_calls_and_close_is_idempotent(tmp_path: Path
 async def test_data_survives_reopen(tmp_path: Path) -> None:
     async with SqliteSessionStore(tmp_path) as store:
         entry = await store.get_or_create(KEY, "main", ephemeral=False)
-        await store.append(entry, [rec(1)], model="m", usage=(2, 3))
+        await store.append(entry, [rec(1)], model="m", usage=Usage(2, 3))
     async with SqliteSessionStore(tmp_path) as store:
         again = await store.get(KEY)
         assert again is not None
@@ -206,7 +207,7 @@ async def test_transcript_file_layout_and_format(store: SqliteSessionStore) -> N
         content=[{"type": "text", "text": "hi\nthere"}],
         timestamp=T0,
         run_id="run-1",
-        usage={"input": 3, "output": 4},
+        usage=Usage(3, 4),
         stop_reason="stop",
         model="p/m",
         meta={"k": [1, 2]},
@@ -224,7 +225,7 @@ async def test_transcript_file_layout_and_format(store: SqliteSessionStore) -> N
         "content": [{"type": "text", "text": "hi\nthere"}],
         "timestamp": T0,
         "runId": "run-1",
-        "usage": {"input": 3, "output": 4},
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
         "stopReason": "stop",
         "model": "p/m",
         "meta": {"k": [1, 2]},
@@ -371,9 +372,9 @@ async def test_unparseable_lines_of_every_kind_are_skipped(
 async def test_usage_totals_and_model(store: SqliteSessionStore, clock: FakeClock) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
     clock.advance(5)
-    e1 = await store.append(entry, [rec(1)], model="a/one", usage=(10, 5))
+    e1 = await store.append(entry, [rec(1)], model="a/one", usage=Usage(10, 5))
     clock.advance(5)
-    e2 = await store.append(e1, [rec(2)], model=None, usage=(3, 2))
+    e2 = await store.append(e1, [rec(2)], model=None, usage=Usage(3, 2))
     clock.advance(5)
     # A stale entry is fine: totals are added in SQL, not computed from the caller's copy.
     e3 = await store.append(entry, [rec(3)], model="b/two", usage=None)
@@ -393,13 +394,13 @@ async def test_usage_totals_and_model(store: SqliteSessionStore, clock: FakeCloc
     assert e3.created_at == T0
     assert await store.get(KEY) == e3
     with pytest.raises(ValueError):
-        await store.append(e3, [], model=None, usage=(-1, 0))
+        await store.append(e3, [], model=None, usage=Usage(-1, 0))
 
 
 async def test_append_revives_a_row_deleted_mid_run(store: SqliteSessionStore) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=True)
     assert await store.delete(KEY)
-    updated = await store.append(entry, [rec(1)], model="m", usage=(1, 1))
+    updated = await store.append(entry, [rec(1)], model="m", usage=Usage(1, 1))
     assert await store.get(KEY) == updated
     assert updated.session_id == entry.session_id
     assert contents(await store.read_history(updated, max_records=None)) == ["m1"]
@@ -519,7 +520,7 @@ async def test_two_stores_appending_concurrently_write_whole_lines(tmp_path: Pat
 
         async def writer(store: SqliteSessionStore, entry: SessionEntry, name: str) -> None:
             for n in range(40):
-                await store.append(entry, batch(name, n), model=None, usage=(1, 2))
+                await store.append(entry, batch(name, n), model=None, usage=Usage(1, 2))
 
         await asyncio.gather(writer(a, entry_a, "a"), writer(b, entry_b, "b"))
 
@@ -540,6 +541,7 @@ _CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
+    from openclaw.messages import Usage
     from openclaw.sessions.models import TranscriptRecord
     from openclaw.sessions.store import SqliteSessionStore
 
@@ -552,7 +554,7 @@ _CHILD = textwrap.dedent(
                                      timestamp=0.0, meta={"w": name, "n": n, "s": s})
                     for s in range(2)
                 ]
-                await store.append(entry, records, model=None, usage=(1, 0))
+                await store.append(entry, records, model=None, usage=Usage(1, 0))
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
@@ -592,6 +594,7 @@ _OPENER = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
+    from openclaw.messages import Usage
     from openclaw.sessions.models import TranscriptRecord
     from openclaw.sessions.store import SqliteSessionStore
 
@@ -603,7 +606,7 @@ _OPENER = textwrap.dedent(
         async with SqliteSessionStore(Path(state_dir)) as store:
             entry = await store.get_or_create("agent:main:main", "main", ephemeral=False)
             record = TranscriptRecord(role="user", content=name, timestamp=0.0)
-            await store.append(entry, [record], model=None, usage=(1, 0))
+            await store.append(entry, [record], model=None, usage=Usage(1, 0))
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
@@ -663,7 +666,7 @@ async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     async with SqliteSessionStore(tmp_path / "traced") as traced:
         entry = await traced.get_or_create(KEY, "main", ephemeral=True)
-        entry = await traced.append(entry, [rec(1)], model=None, usage=(1, 1))
+        entry = await traced.append(entry, [rec(1)], model=None, usage=Usage(1, 1))
         await traced.read_history(entry, max_records=5)
         await traced.get(KEY)
         await traced.list_sessions()
@@ -762,7 +765,7 @@ async def test_record_turn_batches_many_turns_and_load_reads_them(tmp_path: Path
                     TranscriptRecord(role="assistant", content=f"a{i}", timestamp=2.0),
                 ),
                 model="p/m",
-                usage=(3, 4),
+                usage=Usage(3, 4),
             )
             for i in range(50)
         ]

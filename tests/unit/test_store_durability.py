@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from openclaw.errors import StoreUnavailableError
+from openclaw.messages import Usage
 from openclaw.sessions import commits as commits_module
 from openclaw.sessions import index as index_module
 from openclaw.sessions import transcript
@@ -35,7 +36,7 @@ def turn(key: str, text: str, *, ephemeral: bool = False, size: int = 0) -> Turn
             TranscriptRecord(role="assistant", content="re " + text, timestamp=2.0),
         ),
         model="p/m",
-        usage=(3, 4),
+        usage=Usage(3, 4),
     )
 
 

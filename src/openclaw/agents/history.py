@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openclaw.providers.base import ChatMessage, ImagePart, TextPart, ToolCall
+from openclaw.messages import ChatMessage, ImagePart, TextPart, ToolCall
 from openclaw.providers.tokens import TOKENS_PER_MESSAGE, estimate_tokens
 from openclaw.sessions.models import TranscriptRecord
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from openclaw.config import defaults as d
 from openclaw.config.schema import Config, ModelRef
 from openclaw.errors import ModelNotFoundError
-from openclaw.sessions.keys import normalize_agent_id
+from openclaw.sessions.keys import Target, normalize_agent_id, resolve_target
 
 
 class UnknownAgentError(ModelNotFoundError):
@@ -111,6 +112,23 @@ class AgentRegistry:
                 param="model",
             )
         return agent
+
+    def target(
+        self,
+        agent_id: str | None,
+        *,
+        session_key: str | None = None,
+        user: str | None = None,
+        default: Literal["ephemeral", "main"],
+    ) -> Target:
+        """Where a run goes (``sessions.keys.resolve_target``, the rule every door shares),
+        with both agents checked: the one asked for (None: the default agent) and the one a
+        session key names, which then runs.  404 for an unknown agent; ValueError for a session
+        key that cannot be one (each door says why in its own terms)."""
+        agent = self.get(agent_id)
+        target = resolve_target(agent.id, session_key=session_key, user=user, default=default)
+        self.get(target.agent_id)
+        return target
 
     def __contains__(self, agent_id: str) -> bool:
         return agent_id in self._agents

@@ -1,10 +1,15 @@
 """The one agent run every door shares (HTTP, WebSocket, CLI):
 
-resolve agent -> resolve session (bounded history from the transcript) -> build messages ->
-provider call, streaming -> events on the bus -> append the turn to the transcript -> result.
+    prepare     the agent's history (transcript, reconciled with what the client sent, within the
+                budget), system prompt and the model request; what the model cannot take is
+                refused before any call
+    call model  stream the model's answer under the run's deadline, into a ``TurnOutcome``
+    outcome     done, error, or aborted (the client left: the upstream call is closed at once)
+    persist     the turn is committed before the result goes out (durable before answered);
+                a failed or abandoned run is stored in the background, marked as such
 
 Runs on one session are serialised in arrival order; runs on different sessions run in parallel.
-A cancelled run closes its upstream call at once and stores the partial reply marked aborted.
+Every step's events go to the door that started the run, in order, and to the bus's observers.
 """
 
 from __future__ import annotations
@@ -12,25 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from openclaw.agents.events import AgentEvent, EventBus, Stream
-from openclaw.agents.history import (
-    Reconciled,
-    apply_budget,
-    reconcile,
-    record_content,
-    reset_record,
-    to_messages,
-)
+from openclaw.agents.admission import Admission, SessionLocks
+from openclaw.agents.events import EventBus, RunEnded, RunEvent, RunStarted
+from openclaw.agents.history import Reconciled, apply_budget, reconcile, to_messages
+from openclaw.agents.outcome import TurnOutcome, transcript_turn
 from openclaw.agents.prompts import BootstrapCache, system_prompt
 from openclaw.agents.registry import Agent, AgentRegistry
 from openclaw.errors import (
-    GatewayBusyError,
     InternalError,
-    InvalidRequestError,
     OpenClawError,
     StoreUnavailableError,
     UnsupportedError,
@@ -38,22 +35,20 @@ from openclaw.errors import (
 )
 from openclaw.ids import hex_id
 from openclaw.logs import get_logger
-from openclaw.providers.base import (
+from openclaw.messages import (
     ChatMessage,
-    Finished,
-    ModelRequest,
-    ProviderEvent,
-    SamplingParams,
     StopReason,
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
     Usage,
 )
+from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
-from openclaw.sessions.keys import ephemeral_key, parse_key
-from openclaw.sessions.models import TranscriptRecord
-from openclaw.sessions.store import SessionStore, Turn
+from openclaw.sessions.base import SessionStore, Turn
+from openclaw.sessions.keys import Target
 
 log = get_logger("runner")
 
@@ -72,20 +67,16 @@ def new_run_id() -> str:
 class RunParams:
     """One run's input.  ``history`` is what the client sent before this turn, for doors whose
     clients carry the conversation (OpenAI clients resend all of it); None for doors whose
-    clients do not (the WebSocket, the CLI), where the transcript alone is the history.
-    ``session_key`` None means a new ephemeral session."""
+    clients do not (the WebSocket, the CLI), where the transcript alone is the history."""
 
     message: ChatMessage
-    agent_id: str | None = None
-    session_key: str | None = None
+    target: Target
     history: Sequence[ChatMessage] | None = None
     extra_system_prompt: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     run_id: str = field(default_factory=new_run_id)
-    # A caller that must name the per-request session before the run (to echo it) makes it.
-    ephemeral_key: str | None = None
-    tools: tuple[dict[str, Any], ...] = ()
-    tool_choice: str | dict[str, Any] | None = None
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoice | None = None
     # Earlier parts of this turn (the other results of parallel tool calls), before ``message``.
     preceding: tuple[ChatMessage, ...] = ()
 
@@ -102,51 +93,33 @@ class RunResult:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-class _SessionLocks:
-    """One FIFO lock per busy session key; idle keys hold no memory."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything a run decided before calling the model."""
 
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+    agent: Agent
+    params: RunParams
+    started: float
+    request: ModelRequest
+    refs: tuple[str, ...]  # the primary model, then its fallbacks
+    reset_to: list[ChatMessage] | None  # the history recorded as replacing the stored one
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    @property
+    def target(self) -> Target:
+        return self.params.target
 
-    def busy(self) -> set[str]:
-        return set(self._locks)
-
-
-class _Admission:
-    """At most ``limit`` runs at once and ``queue`` waiting; beyond that the gateway is busy."""
-
-    def __init__(self, limit: int, queue: int) -> None:
-        self._sem = asyncio.Semaphore(limit)
-        self._queue = queue
-        self._waiting = 0
-
-    async def acquire(self) -> None:
-        if self._sem.locked() and self._waiting >= self._queue:
-            raise GatewayBusyError("The gateway is busy; try again shortly.")
-        self._waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self._waiting -= 1
-
-    def release(self) -> None:
-        self._sem.release()
+    def turn(self, outcome: TurnOutcome) -> Turn:
+        params = self.params
+        return transcript_turn(
+            params.target.key,
+            self.agent.id,
+            params.target.ephemeral,
+            inputs=(*params.preceding, params.message),
+            outcome=outcome,
+            run_id=params.run_id,
+            started=self.started,
+            reset_to=self.reset_to,
+        )
 
 
 class AgentRunner:
@@ -164,8 +137,8 @@ class AgentRunner:
         self.store = store
         self.providers = providers
         self.bus = bus
-        self._locks = _SessionLocks()
-        self._admission = _Admission(max_concurrent, max_queued)
+        self._locks = SessionLocks()
+        self._admission = Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
         self._active = 0
         self._idle = asyncio.Event()
@@ -177,48 +150,39 @@ class AgentRunner:
     def sessions_in_use(self) -> set[str]:
         return self._locks.busy()
 
-    def resolve(self, params: RunParams) -> tuple[Agent, str, bool]:
-        """(agent, session key, ephemeral): the agent named in a session key wins."""
-        if params.session_key is not None:
-            parsed = parse_key(params.session_key)
-            if parsed is None:
-                raise InvalidRequestError(
-                    f"Invalid session key `{params.session_key}`.", param="x-openclaw-session-key"
-                )
-            return self.agents.get(parsed.agent_id), params.session_key, False
-        agent = self.agents.get(params.agent_id)
-        return agent, params.ephemeral_key or ephemeral_key(agent.id), True
-
     async def run(self, params: RunParams) -> RunResult:
         """The whole run, without deltas (cheaper for backends that can skip streaming)."""
-        agent, key, ephemeral = self.resolve(params)
         result = None
-        async with self._slot(key, ephemeral):
-            events = self._run_locked(params, agent, key, ephemeral, False)
-            async with contextlib.aclosing(events):
-                async for item in events:
-                    if isinstance(item, RunResult):
-                        result = item
+        async with contextlib.aclosing(self._events(params, deltas=False)) as events:
+            async for item in events:
+                if isinstance(item, RunResult):
+                    result = item
         assert result is not None
         return result
 
-    async def stream(
-        self, params: RunParams, *, deltas: bool = True
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
-        """Text deltas as they come, then the ``RunResult``."""
-        agent, key, ephemeral = self.resolve(params)
-        async with self._slot(key, ephemeral):
-            events = self._run_locked(params, agent, key, ephemeral, deltas)
-            async with contextlib.aclosing(events):
-                async for item in events:
-                    yield item
+    def stream(self, params: RunParams) -> AsyncGenerator[RunEvent | RunResult, None]:
+        """Every event of the run as it happens, then the ``RunResult``."""
+        return self._events(params, deltas=True)
 
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""
         await self._idle.wait()
 
+    async def _events(
+        self, params: RunParams, *, deltas: bool
+    ) -> AsyncGenerator[RunEvent | RunResult, None]:
+        agent = self.agents.get(params.target.agent_id)
+        async with self._slot(params.target):
+            prepared = await self._prepare(agent, params)
+            events = self._call(prepared, deltas)
+            async with contextlib.aclosing(events):
+                async for item in events:
+                    if not isinstance(item, RunResult):
+                        self.bus.publish(params.run_id, params.target.key, item)
+                    yield item
+
     @contextlib.asynccontextmanager
-    async def _slot(self, key: str, ephemeral: bool) -> AsyncIterator[None]:
+    async def _slot(self, target: Target) -> AsyncIterator[None]:
         """Everything a run waits for before it starts, entered once per run (not per event):
         room in the write backlog, then the session's turn, then a run slot."""
         self._active += 1
@@ -227,7 +191,7 @@ class AgentRunner:
             while len(self._writes) >= MAX_PENDING_WRITES:
                 self._write_room.clear()
                 await self._write_room.wait()
-            if ephemeral:
+            if target.ephemeral:
                 # A per-request key is new and unique: nothing to serialise against.
                 await self._admission.acquire()
                 try:
@@ -237,7 +201,7 @@ class AgentRunner:
             else:
                 # The session lock comes first: runs queued behind a busy session must not
                 # hold run slots that other sessions could use.
-                async with self._locks.hold(key):
+                async with self._locks.hold(target.key):
                     await self._admission.acquire()
                     try:
                         yield
@@ -248,24 +212,11 @@ class AgentRunner:
             if not self._active:
                 self._idle.set()
 
-    async def _run_locked(
-        self, params: RunParams, agent: Agent, key: str, ephemeral: bool, deltas: bool
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | RunResult, None]:
-        run_id = params.run_id
+    # --- prepare ---------------------------------------------------------------------------
+
+    async def _prepare(self, agent: Agent, params: RunParams) -> Prepared:
         started = time.time()
-        stored: list[ChatMessage] = []
-        if not ephemeral:
-            # The previous turn of this session (an aborted or failed one) may still be being
-            # written; its failure is not this run's.
-            await self.settled(key)
-            _, records = await self.store.load(
-                key, agent.id, max_records=agent.max_history_messages + HISTORY_SLACK
-            )
-            stored = to_messages(records)
-        if params.history is None:
-            merged = Reconciled(stored, False)
-        else:
-            merged = reconcile(stored, list(params.history), (*params.preceding, params.message))
+        merged = await self._history(agent, params)
         history = apply_budget(
             merged.history,
             max_messages=agent.max_history_messages,
@@ -278,24 +229,9 @@ class AgentRunner:
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage(role="system", content=system))
-        messages.extend(history)
-        messages.extend(params.preceding)
-        messages.append(params.message)
-        refs = [agent.model.primary, *agent.model.fallbacks]
-        if params.message.has_images or params.tools:
-            provider, model, _ = self.providers.resolve(refs[0])
-            if params.message.has_images and not provider.supports_images(model):
-                raise UnsupportedError(
-                    f"The model `{refs[0]}` of agent `{agent.id}` cannot take images.",
-                    param="messages",
-                )
-            if params.tools and not provider.supports_tools(model):
-                raise UnsupportedError(
-                    f"The model `{refs[0]}` of agent `{agent.id}` cannot call client tools.",
-                    param="tools",
-                )
-
-        self._emit(run_id, key, "lifecycle", {"phase": "start", "agentId": agent.id})
+        messages += [*history, *params.preceding, params.message]
+        refs = (agent.model.primary, *agent.model.fallbacks)
+        self._check_capabilities(agent, refs[0], params)
         request = ModelRequest(
             model="",
             messages=messages,
@@ -303,202 +239,160 @@ class AgentRunner:
             tools=params.tools,
             tool_choice=params.tool_choice,
         )
-        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
-        parts: list[str] = []
-        usage: Usage | None = None
-        stop: StopReason = "stop"
-        used_ref = refs[0]
-        outcome = "aborted"
-        error: OpenClawError | None = None
-        deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
+        return Prepared(agent, params, started, request, refs, history if merged.diverged else None)
 
-        def turn_of(
-            text: str,
-            tool_calls: tuple[ToolCall, ...],
-            stop: StopReason,
-            error: OpenClawError | None,
-        ) -> Turn:
-            return self._turn(
-                key, agent, ephemeral, params, merged.diverged, history, text, tool_calls,
-                usage, stop, used_ref, run_id, started, error,
-            )  # fmt: skip
-
-        try:
-            async with contextlib.aclosing(
-                self.providers.stream(refs, request, deltas=deltas)
-            ) as events:
-
-                def take(event: ProviderEvent) -> None:
-                    nonlocal usage, stop
-                    if isinstance(event, TextDelta):
-                        parts.append(event.text)
-                        self._emit(run_id, key, "assistant", {"delta": event.text})
-                    elif isinstance(event, ToolCallDelta):
-                        call = calls.setdefault(event.index, ["", "", ""])
-                        call[0] = event.id or call[0]
-                        call[1] = event.name or call[1]
-                        call[2] += event.arguments
-                    elif isinstance(event, Usage):
-                        usage = event
-                    elif isinstance(event, Finished):
-                        stop = event.stop_reason
-
-                if not deltas:
-                    # Nothing is handed out mid-run: one deadline covers the whole call.
-                    async with asyncio.timeout_at(deadline):
-                        async for used_ref, event in events:  # noqa: B007 - read after
-                            take(event)
-                while deltas:
-                    # The deadline guards each wait on the model, never the consumer's own
-                    # awaits between deltas (a timeout there would cancel the wrong thing).
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            used_ref, event = await anext(events)
-                    except StopAsyncIteration:
-                        break
-                    take(event)
-                    if isinstance(event, TextDelta | ToolCallDelta):
-                        yield event
-            text = "".join(parts)
-            if usage is None:
-                provider, model, _ = self.providers.resolve(used_ref)
-                usage = await provider.count_tokens(model, messages, text)
-            outcome = "done"
-        except TimeoutError:
-            outcome = "error"
-            error = UpstreamTimeoutError(
-                f"The run exceeded the agent's timeout of {agent.timeout_seconds} s."
+    async def _history(self, agent: Agent, params: RunParams) -> Reconciled:
+        """The stored transcript, reconciled with the client's history if it sent one."""
+        stored: list[ChatMessage] = []
+        target = params.target
+        if not target.ephemeral:
+            # The previous turn of this session (an aborted or failed one) may still be being
+            # written; its failure is not this run's.
+            await self.settled(target.key)
+            _, records = await self.store.load(
+                target.key, agent.id, max_records=agent.max_history_messages + HISTORY_SLACK
             )
-            raise error from None
+            stored = to_messages(records)
+        if params.history is None:
+            return Reconciled(stored, False)
+        return reconcile(stored, list(params.history), (*params.preceding, params.message))
+
+    def _check_capabilities(self, agent: Agent, ref: str, params: RunParams) -> None:
+        """Refuse what the agent's model cannot take, before calling it."""
+        if not (params.message.has_images or params.tools):
+            return
+        provider, model, _ = self.providers.resolve(ref)
+        if params.message.has_images and not provider.supports_images(model):
+            raise UnsupportedError(
+                f"The model `{ref}` of agent `{agent.id}` cannot take images.", param="messages"
+            )
+        if params.tools and not provider.supports_tools(model):
+            raise UnsupportedError(
+                f"The model `{ref}` of agent `{agent.id}` cannot call client tools.", param="tools"
+            )
+
+    # --- call model, outcome, persist --------------------------------------------------------
+
+    async def _call(
+        self, prepared: Prepared, deltas: bool
+    ) -> AsyncGenerator[RunEvent | RunResult, None]:
+        agent, target, run_id = prepared.agent, prepared.target, prepared.params.run_id
+        yield RunStarted(agent.id)
+        outcome = TurnOutcome(prepared.refs[0])
+        try:
+            async for delta in self._call_model(prepared, outcome, deltas):
+                yield delta
+            if outcome.usage is None:
+                provider, model, _ = self.providers.resolve(outcome.ref)
+                messages = prepared.request.messages
+                outcome.usage = await provider.count_tokens(model, messages, outcome.text)
+            outcome.status = "done"
         except OpenClawError as exc:
-            outcome, error = "error", exc
+            outcome.fail(exc)
+            yield self._ended(outcome)
             raise
         except Exception as exc:
             # A bug or an upstream oddity, not the client leaving: recorded as an error.
-            outcome, error = "error", InternalError()
+            error = InternalError()
+            outcome.fail(error)
             log.exception("run failed", extra={"run_id": run_id})
+            yield self._ended(outcome)
             raise error from exc
         finally:
-            if outcome != "done":
-                # Nobody waits for a failed or abandoned run's answer: its turn is stored in the
-                # background, and the next run on the key waits for it (``_pending``).
-                turn = turn_of(
-                    "".join(parts),
-                    _tool_calls(calls),
-                    "aborted" if outcome == "aborted" else "error",
-                    error,
-                )
-                with contextlib.suppress(Exception):  # logged by _queue
-                    self._queue(turn)
-                self._ended(run_id, key, outcome, error, usage)
-        text = "".join(parts)
-        tool_calls = _tool_calls(calls)
-        assert usage is not None
-        turn = turn_of(text, tool_calls, stop, None)
+            if outcome.status != "done":
+                # Nobody waits for a failed or abandoned run's answer: its turn is stored in
+                # the background, and the next run on the key waits for it (``_pending``).
+                self._persist_in_background(prepared.turn(outcome))
+                if outcome.status == "running":  # cancelled: the client left
+                    outcome.status = "aborted"
+                    self.bus.publish(run_id, target.key, self._ended(outcome))
         # Durable before answered: the result (and with it the reply's final bytes on every
         # door) goes out only once the turn is committed, so a client that was answered never
         # finds the turn missing after a crash.  Deltas have already gone out as they came.
         try:
-            await self._commit(turn)
+            await self._commit(prepared.turn(outcome))
         except OpenClawError as exc:
-            outcome = "error"
-            self._ended(run_id, key, "error", exc, usage)
+            outcome.fail(exc)
+            yield self._ended(outcome)
             raise
-        finally:
-            # Also when the client left during the wait: the model had finished, and the
-            # turn is kept as done (the write goes on, shielded).
-            if outcome == "done":
-                self._ended(run_id, key, "done", None, usage)
-        yield RunResult(run_id, key, agent.id, text, usage, stop, used_ref, tool_calls)
-
-    def _emit(self, run_id: str, key: str, stream: Stream, data: Mapping[str, object]) -> None:
-        if self.bus.has_listeners(run_id):
-            self.bus.publish(AgentEvent(run_id, stream, dict(data), key))
-
-    def _ended(
-        self, run_id: str, key: str, outcome: str, error: OpenClawError | None, usage: Usage | None
-    ) -> None:
-        if usage is not None:
-            self._emit(run_id, key, "usage", usage.as_dict())
-        data: dict[str, object] = {"phase": _PHASES[outcome]}
-        if error is not None:
-            data["error"] = error.message
-        self._emit(run_id, key, "lifecycle", data)
-
-    def _turn(
-        self,
-        key: str,
-        agent: Agent,
-        ephemeral: bool,
-        params: RunParams,
-        diverged: bool,
-        history: list[ChatMessage],
-        text: str,
-        tool_calls: tuple[ToolCall, ...],
-        usage: Usage | None,
-        stop: StopReason,
-        ref: str,
-        run_id: str,
-        started: float,
-        error: OpenClawError | None,
-    ) -> Turn:
-        """The run's transcript write: a history reset if the client's history diverged, the
-        turn's input messages, the assistant's reply."""
-        records: list[TranscriptRecord] = []
-        if diverged:
-            records.append(reset_record(history, started, run_id))
-        for part in (*params.preceding, params.message):
-            records.append(
-                TranscriptRecord(
-                    role=part.role,
-                    content=record_content(part),
-                    timestamp=started,
-                    run_id=run_id,
-                    meta={"toolCallId": part.tool_call_id} if part.tool_call_id else None,
-                )
-            )
-        meta: dict[str, object] = {}
-        if tool_calls:
-            meta["toolCalls"] = [call.as_dict() for call in tool_calls]
-        if usage is not None and usage.estimated:
-            meta["usageEstimated"] = True
-        if error is not None:
-            meta["error"] = {"type": error.error_type, "code": error.code, "message": error.message}
-        records.append(
-            TranscriptRecord(
-                role="assistant",
-                content=text,
-                timestamp=time.time(),
-                run_id=run_id,
-                usage=None if usage is None else usage.as_dict(),
-                stop_reason=stop,
-                model=ref,
-                meta=meta or None,
-            )
+        except asyncio.CancelledError:
+            # The client left during the wait: its turn is kept as done (the write goes on,
+            # shielded), and the run ends normally for the observers.
+            self.bus.publish(run_id, target.key, self._ended(outcome))
+            raise
+        yield self._ended(outcome)
+        assert outcome.usage is not None
+        yield RunResult(
+            run_id,
+            target.key,
+            agent.id,
+            outcome.text,
+            outcome.usage,
+            outcome.finish,
+            outcome.ref,
+            outcome.tool_calls.calls(),
         )
-        return Turn(
-            key=key,
-            agent_id=agent.id,
-            ephemeral=ephemeral,
-            records=tuple(records),
-            model=ref,
-            usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
-        )
+
+    async def _call_model(
+        self, prepared: Prepared, outcome: TurnOutcome, deltas: bool
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta, None]:
+        """The model's answer into ``outcome``, under the agent's deadline; deltas as they come
+        (with ``deltas`` False the backend may answer in one piece)."""
+        agent = prepared.agent
+        deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
+        stream = self.providers.stream(list(prepared.refs), prepared.request, deltas=deltas)
+        try:
+            async with contextlib.aclosing(stream) as events:
+                if not deltas:
+                    # Nothing is handed out mid-run (observers still see the deltas): one
+                    # deadline covers the whole call.
+                    run_id, key = prepared.params.run_id, prepared.target.key
+                    async with asyncio.timeout_at(deadline):
+                        async for ref, event in events:
+                            outcome.take(ref, event)
+                            if isinstance(event, TextDelta | ToolCallDelta):
+                                self.bus.publish(run_id, key, event)
+                    return
+                while True:
+                    # The deadline guards each wait on the model, never the consumer's own
+                    # awaits between deltas (a timeout there would cancel the wrong thing).
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            ref, event = await anext(events)
+                    except StopAsyncIteration:
+                        return
+                    outcome.take(ref, event)
+                    if isinstance(event, TextDelta | ToolCallDelta):
+                        yield event
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"The run exceeded the agent's timeout of {agent.timeout_seconds} s."
+            ) from None
+
+    @staticmethod
+    def _ended(outcome: TurnOutcome) -> RunEnded:
+        if outcome.status == "done":
+            return RunEnded("end", outcome.stop_reason, outcome.usage)
+        if outcome.status == "error":
+            return RunEnded("error", outcome.stop_reason, outcome.usage, outcome.error)
+        return RunEnded("aborted", outcome.stop_reason, outcome.usage)
 
     def _queue(self, turn: Turn) -> asyncio.Future[None]:
         """Hand ``turn`` to the store.  The next run on the key waits for the write before
         reading history (``_pending``), readers can wait for it (``settled``), and shutdown
         waits for all writes (``drain``)."""
-        try:
-            written = self.store.record_turn(turn)
-        except Exception:
-            log.exception("failed to store a transcript turn", extra={"session": turn.key})
-            raise
+        written = self.store.record_turn(turn)
         self._writes.add(written)
         written.add_done_callback(lambda f: self._written(turn.key, f))
         if not turn.ephemeral:
             self._pending[turn.key] = written
         return written
+
+    def _persist_in_background(self, turn: Turn) -> None:
+        try:
+            self._queue(turn)
+        except Exception:
+            log.exception("failed to store a transcript turn", extra={"session": turn.key})
 
     async def _commit(self, turn: Turn) -> None:
         """Queue ``turn`` and wait until it is committed.  Cancelling the wait leaves the write
@@ -506,6 +400,7 @@ class AgentRunner:
         try:
             written = self._queue(turn)
         except Exception as exc:  # the store is closed (shutdown): the turn cannot be kept
+            log.exception("failed to store a transcript turn", extra={"session": turn.key})
             raise StoreUnavailableError() from exc
         try:
             await asyncio.shield(written)
@@ -537,12 +432,3 @@ class AgentRunner:
         """Wait for every pending transcript write (shutdown calls this before closing stores)."""
         while self._writes:
             await asyncio.wait(list(self._writes))
-
-
-_PHASES = {"done": "end", "error": "error", "aborted": "aborted"}
-
-
-def _tool_calls(calls: dict[int, list[str]]) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items())
-    )

@@ -21,8 +21,8 @@ from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, OpenClawError
 from openclaw.gateway.app import bind_host
 from openclaw.gateway.auth import is_loopback_host, resolve_secret
-from openclaw.gateway.ws_methods import resolve_target, result_payload
-from openclaw.providers.base import ChatMessage, TextDelta
+from openclaw.gateway.protocol import result_payload
+from openclaw.messages import ChatMessage, TextDelta
 from openclaw.runtime import Runtime
 
 OPEN_TIMEOUT_SECONDS = 10.0
@@ -239,12 +239,13 @@ async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) ->
         raise AgentCommandError(str(exc)) from None
     await runtime.start()
     try:
-        agent, key = resolve_target(runtime.agents, turn.agent_id, turn.session_key)
-        run = RunParams(
-            message=ChatMessage(role="user", content=turn.message),
-            agent_id=agent.id,
-            session_key=key,
-        )
+        try:
+            target = runtime.agents.target(
+                turn.agent_id, session_key=turn.session_key, default="main"
+            )
+        except ValueError:
+            raise AgentCommandError(f"invalid session key {turn.session_key!r}") from None
+        run = RunParams(message=ChatMessage(role="user", content=turn.message), target=target)
         async with contextlib.aclosing(runtime.runner.stream(run)) as items:
             async for item in items:
                 if isinstance(item, TextDelta):

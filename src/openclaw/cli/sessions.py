@@ -16,9 +16,9 @@ from openclaw.agents.history import RESET
 from openclaw.agents.registry import AgentRegistry
 from openclaw.cli.common import fail
 from openclaw.config.loader import load_config
-from openclaw.errors import ConfigError, InvalidRequestError
-from openclaw.gateway.ws_methods import scope_session_key, session_payload
-from openclaw.sessions.keys import normalize_agent_id
+from openclaw.errors import ConfigError
+from openclaw.gateway.protocol import session_payload
+from openclaw.sessions.keys import normalize_agent_id, scoped_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.sessions.store import INDEX_FILENAME, SqliteSessionStore
 
@@ -146,9 +146,9 @@ def sessions_show(key: str, limit: int | None, as_json: bool, config_path: Path 
         fail(str(exc))
     default_agent = AgentRegistry(config, state).default_id
     try:
-        store_key = scope_session_key(key, default_agent, param="KEY")
-    except InvalidRequestError as exc:
-        fail(exc.message, 2)
+        store_key = scoped_key(key, default_agent)
+    except ValueError:
+        fail(f"invalid session key {key!r}: use agent:<agentId>:<name> or a plain name", 2)
     entry, records = (
         asyncio.run(_history(state, store_key, limit)) if _store_exists(state) else (None, [])
     )

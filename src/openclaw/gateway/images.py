@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from openclaw.config.schema import ChatCompletionsConfig, ImagesConfig
 from openclaw.errors import InvalidRequestError
-from openclaw.providers.base import ImagePart
+from openclaw.messages import ImagePart
 
 INVALID = "Invalid image_url content in `messages`."
 

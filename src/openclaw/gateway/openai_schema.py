@@ -61,6 +61,7 @@ class FunctionDefIn(_Wire):
     name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     description: StrictStr | None = None
     parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
 
 
 class ToolIn(_Wire):

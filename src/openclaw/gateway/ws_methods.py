@@ -1,31 +1,35 @@
-"""The runtime's WebSocket methods: ``agent`` (one run, streamed as ``agent`` events) and
-``sessions.list`` / ``sessions.history`` (reading the store).
+"""The runtime's WebSocket methods: ``agent`` (one run, its events streamed as ``agent`` events)
+and ``sessions.list`` / ``sessions.history`` (reading the store).
 
 ``agent`` is the same run as every other door (HTTP, ``openclaw agent --local``); only the
 framing differs.  Without a ``sessionKey`` it talks to the agent's main session, like
-``openclaw agent`` in the reference, so a conversation carries on across calls.
+``openclaw agent`` in the reference, so a conversation carries on across calls.  Params are
+validated by pydantic models, as the HTTP bodies are.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic.alias_generators import to_camel
 
-from openclaw.agents.registry import Agent, AgentRegistry
+from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
-from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
-from openclaw.gateway.wire import to_error
+from openclaw.errors import InvalidRequestError, NotFoundError
+from openclaw.gateway.protocol import agent_event, result_payload, session_payload
 from openclaw.gateway.ws import Connection, Method
-from openclaw.providers.base import ChatMessage, TextDelta
-from openclaw.sessions.keys import build_key, is_valid_key, normalize_agent_id, parse_key, scope_key
-from openclaw.sessions.models import SessionEntry
+from openclaw.messages import ChatMessage
+from openclaw.sessions.keys import Target, normalize_agent_id, scoped_key
 
-DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAIN_SESSION = "main"
+INVALID_KEY = (
+    "Invalid session key: use `agent:<agentId>:<name>` or a plain name "
+    "(at most 512 characters, no control characters)."
+)
+
+P = TypeVar("P", bound="_Params")
 
 
 def runtime_methods() -> dict[str, Method]:
@@ -37,201 +41,110 @@ def runtime_methods() -> dict[str, Method]:
     }
 
 
-# --- targets -----------------------------------------------------------------------------------
-
-
-def main_session_key(agent_id: str) -> str:
-    """The agent's main session, ``agent:<id>:main``: where `openclaw agent` talks by default."""
-    return build_key(agent_id, MAIN_SESSION)
-
-
-def scope_session_key(raw: str, default_agent_id: str, *, param: str = "sessionKey") -> str:
-    """A client's session key as a store key (``agent:`` keys kept, others under the agent)."""
-    raw = raw.strip()
-    try:
-        key = scope_key(raw, default_agent_id)
-    except ValueError:
-        raise InvalidRequestError("The session key is empty.", param=param) from None
-    if not is_valid_key(key) or parse_key(key) is None:
-        raise InvalidRequestError(
-            "Invalid session key: use `agent:<agentId>:<name>` or a plain name "
-            "(at most 512 characters, no control characters).",
-            param=param,
-        )
-    return key
-
-
-def resolve_target(
-    agents: AgentRegistry, agent_id: str | None, session_key: str | None
-) -> tuple[Agent, str]:
-    """(agent, session key) for a run; the agent named inside a key wins over ``agent_id``, as on
-    every door (one set of rules)."""
-    agent = agents.get(agent_id)
-    if session_key is None:
-        return agent, main_session_key(agent.id)
-    key = scope_session_key(session_key, agent.id)
-    parsed = parse_key(key)
-    assert parsed is not None  # scope_session_key checked it
-    if parsed.agent_id == agent.id:
-        return agent, key
-    return agents.get(parsed.agent_id), key
-
-
-# --- payloads ----------------------------------------------------------------------------------
-
-
-def result_payload(result: RunResult) -> dict[str, Any]:
-    """A finished run as the ``agent`` method (and the CLI) reports it."""
-    usage = result.usage
-    return {
-        "runId": result.run_id,
-        "sessionKey": result.session_key,
-        "agentId": result.agent_id,
-        "text": result.text,
-        "usage": usage.as_dict(),
-        "stopReason": result.stop_reason,
-        "model": result.model,
-    }
-
-
-def session_payload(entry: SessionEntry) -> dict[str, Any]:
-    """One index row as ``sessions.list`` (and ``openclaw sessions list --json``) shows it."""
-    return {
-        "key": entry.key,
-        "sessionId": entry.session_id,
-        "agentId": entry.agent_id,
-        "createdAt": entry.created_at,
-        "updatedAt": entry.updated_at,
-        "model": entry.model,
-        "usage": {
-            "promptTokens": entry.prompt_tokens,
-            "completionTokens": entry.completion_tokens,
-        },
-        "ephemeral": entry.ephemeral,
-    }
-
-
 # --- params ------------------------------------------------------------------------------------
 
 
-def _opt_str(params: Mapping[str, Any], name: str) -> str | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"`{name}` must be a string.", param=name)
-    return value
+class _Params(BaseModel):
+    """camelCase on the wire; unknown params ignored (clients may be newer than us)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-def _required_str(params: Mapping[str, Any], name: str) -> str:
-    value = _opt_str(params, name)
-    if value is None or not value.strip():
-        raise InvalidRequestError(f"`{name}` is required and must not be empty.", param=name)
-    return value
+NonEmpty = Field(min_length=1, pattern=r"\S", description="a non-empty string")
+Limit = Field(100, ge=1, le=MAX_LIMIT, description=f"an integer from 1 to {MAX_LIMIT}")
 
 
-def _opt_limit(params: Mapping[str, Any]) -> int:
-    value = params.get("limit")
-    if value is None:
-        return DEFAULT_LIMIT
-    # bool is an int subclass; `true` is not a count.
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
-        raise InvalidRequestError(
-            f"`limit` must be an integer from 1 to {MAX_LIMIT}.", param="limit"
-        )
-    return value
+class AgentParams(_Params):
+    message: StrictStr = NonEmpty
+    agent_id: StrictStr | None = Field(None, description="a string")
+    session_key: StrictStr | None = Field(None, description="a string")
+    extra_system_prompt: StrictStr | None = Field(None, description="a string")
 
 
-def _opt_bool(params: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidRequestError(f"`{name}` must be a boolean.", param=name)
-    return value
+class SessionsListParams(_Params):
+    agent_id: StrictStr | None = Field(None, min_length=1, pattern=r"\S", description="an agent id")
+    limit: StrictInt = Limit
+    include_ephemeral: StrictBool = Field(False, description="a boolean")
+
+
+class SessionsHistoryParams(_Params):
+    session_key: StrictStr = NonEmpty
+    limit: StrictInt = Limit
+
+
+def parse_params(model: type[P], params: dict[str, Any]) -> P:
+    """``params`` as ``model``; the first problem as a 400 naming the param."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "params"
+        field = next((f for f in model.model_fields.values() if f.alias == name), None)
+        hint = field.description if field is not None else None
+        if error["type"] == "missing":
+            message = f"`{name}` is required" + (f": {hint}." if hint else ".")
+        else:
+            message = f"`{name}` must be {hint or 'valid'}."
+        raise InvalidRequestError(message, param=name) from None
+
+
+def _target(agents: AgentRegistry, agent_id: str | None, session_key: str | None) -> Target:
+    try:
+        return agents.target(agent_id, session_key=session_key, default="main")
+    except ValueError:
+        raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None
 
 
 # --- methods -----------------------------------------------------------------------------------
 
 
 async def agent(conn: Connection, params: dict[str, Any]) -> Any:
-    """One agent run: ``agent`` events while it runs, the result as the response."""
-    message = _required_str(params, "message")
-    agent_id = _opt_str(params, "agentId")
-    raw_key = _opt_str(params, "sessionKey")
-    extra = _opt_str(params, "extraSystemPrompt")
+    """One agent run: its events as ``agent`` events while it runs, the result as the response."""
+    p = parse_params(AgentParams, params)
     runtime = conn.gw.runtime
-    target, key = resolve_target(runtime.agents, agent_id, raw_key)
     run = RunParams(
-        message=ChatMessage(role="user", content=message),
-        agent_id=target.id,
-        session_key=key,
-        extra_system_prompt=extra or None,
+        message=ChatMessage(role="user", content=p.message),
+        target=_target(runtime.agents, p.agent_id, p.session_key),
+        extra_system_prompt=p.extra_system_prompt or None,
     )
-    return result_payload(await stream_run(conn, runtime.runner, run, target.id))
+    return result_payload(await stream_run(conn, runtime.runner, run))
 
 
-async def stream_run(
-    conn: Connection, runner: AgentRunner, run: RunParams, agent_id: str
-) -> RunResult:
-    """Run ``run``, sending lifecycle and assistant-delta events to ``conn``; the result."""
-
-    async def emit(stream: str, data: dict[str, Any]) -> None:
-        await conn.event(
-            "agent",
-            {"runId": run.run_id, "sessionKey": run.session_key, "stream": stream, "data": data},
-        )
-
-    await emit("lifecycle", {"phase": "start", "agentId": agent_id})
+async def stream_run(conn: Connection, runner: AgentRunner, run: RunParams) -> RunResult:
+    """Run ``run``, sending each of its events to ``conn`` (from the run's own iteration, so a
+    slow socket slows the run down instead of losing text); the result."""
     result: RunResult | None = None
-    try:
-        # Deltas are sent from the run's own iteration (not via the event bus) so a slow socket
-        # slows the run down instead of losing text.
-        async with contextlib.aclosing(runner.stream(run)) as items:
-            async for item in items:
-                if isinstance(item, TextDelta):
-                    await emit("assistant", {"delta": item.text})
-                elif isinstance(item, RunResult):
-                    result = item
-    except (WebSocketDisconnect, WebSocketDisconnected):
-        # A send failed: the client is gone, so there is no one to tell about it.
-        raise
-    except Exception as exc:
-        error: OpenClawError = to_error(exc)
-        await emit("lifecycle", {"phase": "error", "error": error.message})
-        if error is exc:
-            raise
-        raise error from exc
+    async with contextlib.aclosing(runner.stream(run)) as events:
+        async for item in events:
+            if isinstance(item, RunResult):
+                result = item
+            else:
+                await conn.event("agent", agent_event(run.run_id, run.target.key, item))
     assert result is not None
-    await emit("lifecycle", {"phase": "end", "stopReason": result.stop_reason})
     return result
 
 
 async def sessions_list(conn: Connection, params: dict[str, Any]) -> Any:
     """The stored sessions, most recently updated first (ephemeral ones only when asked)."""
-    raw_agent = _opt_str(params, "agentId")
-    limit = _opt_limit(params)
-    include_ephemeral = _opt_bool(params, "includeEphemeral", False)
-    agent_id = None
-    if raw_agent is not None:
-        try:
-            agent_id = normalize_agent_id(raw_agent)
-        except ValueError:
-            raise InvalidRequestError("`agentId` is empty.", param="agentId") from None
+    p = parse_params(SessionsListParams, params)
+    agent_id = None if p.agent_id is None else normalize_agent_id(p.agent_id)
     entries = await conn.gw.runtime.store.list_sessions(
-        agent_id, limit=limit, include_ephemeral=include_ephemeral
+        agent_id, limit=p.limit, include_ephemeral=p.include_ephemeral
     )
     return {"sessions": [session_payload(entry) for entry in entries]}
 
 
 async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
     """The last ``limit`` transcript records of one session, oldest first."""
+    p = parse_params(SessionsHistoryParams, params)
     runtime = conn.gw.runtime
-    key = scope_session_key(_required_str(params, "sessionKey"), runtime.agents.default_id)
-    limit = _opt_limit(params)
+    try:
+        key = scoped_key(p.session_key, runtime.agents.default_id)
+    except ValueError:
+        raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None
     entry = await runtime.store.get(key)
     if entry is None:
         raise NotFoundError(f"No session `{key}`.", param="sessionKey", code="session_not_found")
     await runtime.runner.settled(entry.key)
-    records = await runtime.store.read_history(entry, max_records=limit)
+    records = await runtime.store.read_history(entry, max_records=p.limit)
     return {"sessionKey": key, "messages": [record.to_dict() for record in records]}

@@ -11,18 +11,19 @@ import orjson
 
 from openclaw.config.schema import ProviderConfig
 from openclaw.errors import UpstreamError
-from openclaw.providers.base import (
+from openclaw.messages import (
     ChatMessage,
-    Finished,
+    FunctionChoice,
     ImagePart,
-    ModelRequest,
-    ProviderEvent,
     StopReason,
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
     Usage,
 )
+from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
 from openclaw.providers.http import (
     HttpProviderBase,
     error_for_status,
@@ -111,29 +112,22 @@ def request_body(req: ModelRequest, max_tokens: int, *, stream: bool) -> bytes:
     return orjson.dumps(body)
 
 
-def _tool(tool: dict[str, Any]) -> dict[str, Any]:
-    fn = tool.get("function") or {}
+def _tool(tool: ToolDefinition) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "name": fn.get("name", ""),
-        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        "name": tool.name,
+        "input_schema": tool.parameters or {"type": "object", "properties": {}},
     }
-    if fn.get("description"):
-        out["description"] = fn["description"]
+    if tool.description:
+        out["description"] = tool.description
     return out
 
 
-def _tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if name:
-            return {"type": "tool", "name": name}
-    return None
+def _tool_choice(choice: ToolChoice | None) -> dict[str, Any] | None:
+    if isinstance(choice, FunctionChoice):
+        return {"type": "tool", "name": choice.name}
+    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(
+        choice or ""
+    )
 
 
 class AnthropicProvider(HttpProviderBase):

@@ -23,15 +23,8 @@ from typing import Any
 from openclaw.config.schema import ProviderConfig
 from openclaw.errors import ContextTooLongError, UnsupportedError, UpstreamUnavailableError
 from openclaw.logs import get_logger
-from openclaw.providers.base import (
-    ChatMessage,
-    Finished,
-    ModelRequest,
-    ProviderEvent,
-    StopReason,
-    TextDelta,
-    Usage,
-)
+from openclaw.messages import ChatMessage, StopReason, TextDelta, Usage
+from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
 
 log = get_logger("local-model")
 

@@ -11,18 +11,19 @@ import orjson
 
 from openclaw.config.schema import ProviderConfig
 from openclaw.errors import UpstreamError
-from openclaw.providers.base import (
+from openclaw.messages import (
     ChatMessage,
-    Finished,
+    FunctionChoice,
     ImagePart,
-    ModelRequest,
-    ProviderEvent,
     StopReason,
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
     Usage,
 )
+from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
 from openclaw.providers.http import (
     HttpProviderBase,
     raise_for_response,
@@ -88,10 +89,27 @@ def request_body(req: ModelRequest, *, stream: bool, max_tokens_field: str = "ma
     if s.stop:
         body["stop"] = list(s.stop)
     if req.tools:
-        body["tools"] = list(req.tools)
+        body["tools"] = [_tool(t) for t in req.tools]
         if req.tool_choice is not None:
-            body["tool_choice"] = req.tool_choice
+            body["tool_choice"] = _tool_choice(req.tool_choice)
     return orjson.dumps(body)
+
+
+def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        fn["description"] = tool.description
+    if tool.parameters is not None:
+        fn["parameters"] = tool.parameters
+    if tool.strict is not None:
+        fn["strict"] = tool.strict
+    return {"type": "function", "function": fn}
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if isinstance(choice, FunctionChoice):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
 
 
 def _usage(data: Any) -> Usage | None:

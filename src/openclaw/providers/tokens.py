@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openclaw.providers.base import ChatMessage, Usage
+from openclaw.messages import ChatMessage, Usage
 
 CHARS_PER_TOKEN = 4
 # Chat formats add a few tokens of framing per message (role markers, separators).

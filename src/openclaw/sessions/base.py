@@ -11,6 +11,7 @@ from typing import Protocol
 
 from openclaw.errors import StoreUnavailableError
 from openclaw.logs import get_logger
+from openclaw.messages import Usage
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 
 log = get_logger("sessions")
@@ -25,7 +26,7 @@ class Turn:
     ephemeral: bool
     records: tuple[TranscriptRecord, ...]
     model: str | None
-    usage: tuple[int, int] | None
+    usage: Usage | None
 
 
 class SessionStore(Protocol):
@@ -59,9 +60,9 @@ class SessionStore(Protocol):
         records: Sequence[TranscriptRecord],
         *,
         model: str | None,
-        usage: tuple[int, int] | None,
+        usage: Usage | None,
     ) -> SessionEntry:
-        """Append records, add ``usage`` (prompt, completion) to the totals; the updated entry."""
+        """Append records, add ``usage`` to the totals; the updated entry."""
 
     async def load(
         self, key: str, agent_id: str, *, max_records: int | None

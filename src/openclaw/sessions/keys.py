@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from openclaw.ids import uuid7_hex
 
@@ -119,3 +120,57 @@ def scope_key(raw_key: str, default_agent_id: str) -> str:
     if raw_key.startswith(KEY_PREFIX):
         return raw_key
     return build_key(default_agent_id, raw_key)
+
+
+MAIN_SESSION = "main"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a run goes: the agent that runs it, its session's key, and whether that session is
+    a per-request one made for this run (ephemeral)."""
+
+    agent_id: str
+    key: str
+    ephemeral: bool
+
+
+def main_key(agent_id: str) -> str:
+    """The agent's main session, ``agent:<id>:main``: where `openclaw agent` talks by default."""
+    return build_key(agent_id, MAIN_SESSION)
+
+
+def scoped_key(raw_key: str, agent_id: str) -> str:
+    """A key a client gave, as a valid store key: ``scope_key`` and the checks it leaves to its
+    caller; ValueError (empty, or no valid key) otherwise."""
+    key = scope_key(raw_key.strip(), agent_id)
+    if not is_valid_key(key) or parse_key(key) is None:
+        raise ValueError("invalid session key")
+    return key
+
+
+def resolve_target(
+    agent_id: str,
+    *,
+    session_key: str | None = None,
+    user: str | None = None,
+    default: Literal["ephemeral", "main"],
+) -> Target:
+    """Every door's one rule for where a run goes.
+
+    A session key wins (an ``agent:`` key names its own agent, which then runs; any other is
+    scoped under ``agent_id``); then an OpenAI ``user`` (its stable key); else the door's
+    default: a new per-request session (the OpenAI endpoints) or the agent's main session (the
+    WebSocket, the CLI).  ValueError for a session key that cannot be one; the door says why in
+    its own terms.
+    """
+    if session_key is not None:
+        key = scoped_key(session_key, agent_id)
+        parsed = parse_key(key)
+        assert parsed is not None  # scoped_key checked it
+        return Target(parsed.agent_id, key, False)
+    if user is not None and user.strip():
+        return Target(agent_id, user_key(agent_id, user), False)
+    if default == "main":
+        return Target(agent_id, main_key(agent_id), False)
+    return Target(agent_id, ephemeral_key(agent_id), True)

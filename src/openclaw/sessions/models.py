@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from openclaw.messages import Usage
+
 
 @dataclass(frozen=True, slots=True)
 class SessionEntry:
@@ -27,6 +29,11 @@ class SessionEntry:
     # None for ephemeral sessions (their lines are rows of the index).
     transcript_bytes: int | None = None
 
+    @property
+    def usage(self) -> Usage:
+        """The session's token totals."""
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
 
 @dataclass(frozen=True, slots=True)
 class TranscriptRecord:
@@ -36,7 +43,7 @@ class TranscriptRecord:
     content: str | list[dict[str, Any]]
     timestamp: float
     run_id: str | None = None
-    usage: dict[str, int] | None = None
+    usage: Usage | None = None
     stop_reason: str | None = None
     model: str | None = None
     meta: dict[str, Any] | None = None
@@ -51,7 +58,7 @@ class TranscriptRecord:
         if self.run_id is not None:
             out["runId"] = self.run_id
         if self.usage is not None:
-            out["usage"] = self.usage
+            out["usage"] = self.usage.as_dict()
         if self.stop_reason is not None:
             out["stopReason"] = self.stop_reason
         if self.model is not None:
@@ -80,11 +87,8 @@ class TranscriptRecord:
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
             raise ValueError("timestamp must be a number")
         usage = data.get("usage")
-        if usage is not None and not (
-            isinstance(usage, dict)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in usage.values())
-        ):
-            raise ValueError("usage must be an object of integers")
+        if usage is not None and not isinstance(usage, dict):
+            raise ValueError("usage must be an object")
         meta = data.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise ValueError("meta must be an object")
@@ -93,7 +97,7 @@ class TranscriptRecord:
             content=content,
             timestamp=float(timestamp),
             run_id=_opt_str(data, "runId"),
-            usage=usage,
+            usage=None if usage is None else Usage.from_dict(usage),
             stop_reason=_opt_str(data, "stopReason"),
             model=_opt_str(data, "model"),
             meta=meta,

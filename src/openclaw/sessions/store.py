@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from openclaw.messages import Usage
 from openclaw.sessions import transcript
 from openclaw.sessions.base import SessionStore, Turn, log, store_error
 from openclaw.sessions.commits import GroupCommit
@@ -163,15 +164,14 @@ class SqliteSessionStore:
         records: Sequence[TranscriptRecord],
         *,
         model: str | None,
-        usage: tuple[int, int] | None,
+        usage: Usage | None,
     ) -> SessionEntry:
         """Append ``records`` as JSONL in one write and bump the index row, in one transaction;
         the updated entry.
 
-        ``usage`` is (prompt_tokens, completion_tokens) to add; ``model`` None keeps the old one.
+        ``usage`` is added to the session's totals; ``model`` None keeps the old one.
         """
-        prompt_tokens, completion_tokens = usage or (0, 0)
-        if prompt_tokens < 0 or completion_tokens < 0:
+        if usage is not None and (usage.prompt_tokens < 0 or usage.completion_tokens < 0):
             raise ValueError("token counts must be >= 0")
         batch = tuple(records)  # the caller's sequence may change while we wait for the worker
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openclaw.ids import uuid7_str
+from openclaw.messages import Usage
 from openclaw.sessions import transcript
 from openclaw.sessions.base import Turn, log, store_error
 from openclaw.sessions.index import SessionIndex, bumped
@@ -100,7 +101,7 @@ class Writes:
         entry: SessionEntry,
         records: Sequence[TranscriptRecord],
         model: str | None,
-        usage: tuple[int, int] | None,
+        usage: Usage | None,
     ) -> SessionEntry:
         """In a transaction: append ``records``, bump the row; the updated entry."""
         data = _lines(records)
@@ -115,7 +116,7 @@ class Writes:
             before, length = write.appends.append(path, data, committed=entry.transcript_bytes)
             write.learned.append((path, before, length, tuple(records)))
         now = self._clock()
-        prompt, completion = usage or (0, 0)
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         updated = self._index().record_append(
             entry,
             now=now,
@@ -135,7 +136,8 @@ class Writes:
     def _insert_new(self, turn: Turn, now: float) -> bool:
         """A per-request session is new by construction: one row insert with its final totals
         and its lines, instead of look-up, insert, append and update.  False if the key exists."""
-        prompt, completion = turn.usage or (0, 0)
+        usage = turn.usage or Usage()
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
         entry = SessionEntry(
             key=turn.key,
             session_id=uuid7_str(),

@@ -1,0 +1,140 @@
+"""What one model call produced and how it ended (``TurnOutcome``), filled in as its events
+arrive, and the transcript write it becomes (``transcript_turn``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from openclaw.agents.history import record_content, reset_record
+from openclaw.errors import OpenClawError
+from openclaw.messages import ChatMessage, StopReason, TextDelta, ToolCall, ToolCallDelta, Usage
+from openclaw.providers.base import Finished, ProviderEvent
+from openclaw.sessions.base import Turn
+from openclaw.sessions.models import TranscriptRecord
+
+Status = Literal["running", "done", "error", "aborted"]
+
+
+@dataclass(slots=True)
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ToolCallAccumulator:
+    """Tool calls assembled from their streamed pieces, in the order of their indexes."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+
+    def add(self, delta: ToolCallDelta) -> None:
+        call = self._calls.setdefault(delta.index, _PartialCall())
+        call.id = delta.id or call.id
+        call.name = delta.name or call.name
+        call.arguments.append(delta.arguments)
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(c.id or f"call_{i}", c.name, "".join(c.arguments) or "{}")
+            for i, c in sorted(self._calls.items())
+        )
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """One model call's result so far.  ``status`` stays "running" until the call ends; a run
+    cancelled before that (the client left) is "aborted"."""
+
+    ref: str  # the model that answers: the primary, or the fallback that took over
+    status: Status = "running"
+    parts: list[str] = field(default_factory=list)
+    tool_calls: ToolCallAccumulator = field(default_factory=ToolCallAccumulator)
+    usage: Usage | None = None
+    finish: StopReason = "stop"
+    error: OpenClawError | None = None
+
+    def take(self, ref: str, event: ProviderEvent) -> None:
+        self.ref = ref
+        if isinstance(event, TextDelta):
+            self.parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self.tool_calls.add(event)
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, Finished):
+            self.finish = event.stop_reason
+
+    def fail(self, error: OpenClawError) -> None:
+        self.status, self.error = "error", error
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """As stored: the model's reason when it finished, else how the run ended."""
+        if self.status == "done":
+            return self.finish
+        return "error" if self.status == "error" else "aborted"
+
+
+def transcript_turn(
+    key: str,
+    agent_id: str,
+    ephemeral: bool,
+    *,
+    inputs: Sequence[ChatMessage],
+    outcome: TurnOutcome,
+    run_id: str,
+    started: float,
+    reset_to: list[ChatMessage] | None,
+) -> Turn:
+    """The run's transcript write: a history reset when the client's history replaced the
+    stored one (``reset_to``), the turn's input messages, the assistant's reply."""
+    records: list[TranscriptRecord] = []
+    if reset_to is not None:
+        records.append(reset_record(reset_to, started, run_id))
+    for part in inputs:
+        records.append(
+            TranscriptRecord(
+                role=part.role,
+                content=record_content(part),
+                timestamp=started,
+                run_id=run_id,
+                meta={"toolCallId": part.tool_call_id} if part.tool_call_id else None,
+            )
+        )
+    meta: dict[str, object] = {}
+    calls = outcome.tool_calls.calls()
+    if calls:
+        meta["toolCalls"] = [call.as_dict() for call in calls]
+    if outcome.usage is not None and outcome.usage.estimated:
+        meta["usageEstimated"] = True
+    if outcome.error is not None:
+        err = outcome.error
+        meta["error"] = {"type": err.error_type, "code": err.code, "message": err.message}
+    records.append(
+        TranscriptRecord(
+            role="assistant",
+            content=outcome.text,
+            timestamp=time.time(),
+            run_id=run_id,
+            usage=outcome.usage,
+            stop_reason=outcome.stop_reason,
+            model=outcome.ref,
+            meta=meta or None,
+        )
+    )
+    return Turn(
+        key=key,
+        agent_id=agent_id,
+        ephemeral=ephemeral,
+        records=tuple(records),
+        model=outcome.ref,
+        usage=outcome.usage,
+    )

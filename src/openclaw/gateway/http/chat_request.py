@@ -1,0 +1,206 @@
+"""A Chat Completions request as an agent run: the validated OpenAI request (``openai_schema``)
+becomes the run's ``RunParams``, in this door's terms (its headers, its ``model`` forms, its
+messages).  Nothing here talks to the runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from openclaw.agents.registry import AgentRegistry
+from openclaw.agents.runner import RunParams
+from openclaw.config.schema import ChatCompletionsConfig
+from openclaw.errors import InvalidRequestError
+from openclaw.gateway.images import image_url_of, load_images
+from openclaw.gateway.openai_schema import ChatCompletionRequest, MessageIn, ToolIn
+from openclaw.messages import (
+    ChatMessage,
+    ContentPart,
+    FunctionChoice,
+    Role,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+    ToolDefinition,
+)
+from openclaw.providers.base import SamplingParams
+from openclaw.sessions.keys import Target
+
+IMAGE_ONLY_TEXT = "User sent image(s) with no text."
+MODEL_FORMS = (
+    "Use `openclaw`, `openclaw/default`, `openclaw/<agentId>`, `openclaw:<agentId>` or "
+    "`agent:<agentId>`."
+)
+AGENT_HEADER = "x-openclaw-agent-id"
+SESSION_KEY_HEADER = "x-openclaw-session-key"
+
+
+def agent_from_model(model: str) -> str | None:
+    """The agent id a ``model`` string names; None for the default agent."""
+    name = model.strip()
+    if name in ("openclaw", "openclaw/default"):
+        return None
+    for prefix in ("openclaw/", "openclaw:", "agent:"):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix) :]
+    raise InvalidRequestError(
+        f"Invalid model `{model}`. {MODEL_FORMS}", param="model", code="model_not_found"
+    )
+
+
+def _target(request: Request, req: ChatCompletionRequest, agents: AgentRegistry) -> Target:
+    """Which agent runs (header > ``model`` > the default agent) and in which session (the
+    session key header, else the OpenAI ``user``, else a new per-request session)."""
+    header_agent = request.headers.get(AGENT_HEADER, "").strip()
+    agent_id = header_agent or agent_from_model(req.model)
+    raw_key = request.headers.get(SESSION_KEY_HEADER, "").strip()
+    try:
+        return agents.target(
+            agent_id, session_key=raw_key or None, user=req.user, default="ephemeral"
+        )
+    except ValueError:
+        raise InvalidRequestError(
+            f"Invalid `{SESSION_KEY_HEADER}` header.", param=SESSION_KEY_HEADER
+        ) from None
+
+
+async def run_params(
+    request: Request, req: ChatCompletionRequest, agents: AgentRegistry, cfg: ChatCompletionsConfig
+) -> RunParams:
+    """The run ``req`` asks for; 400 (404 for an unknown agent) for what cannot be one."""
+    if req.n is not None and req.n != 1:
+        raise InvalidRequestError("Only `n=1` is supported.", param="n")
+    target = _target(request, req, agents)
+    split = _split(req.messages)
+    return RunParams(
+        message=await _active_message(split.active, cfg),
+        target=target,
+        history=split.history,
+        preceding=split.preceding,
+        extra_system_prompt="\n\n".join(split.system) or None,
+        tools=tuple(_tool(t) for t in req.tools or ()),
+        tool_choice=_tool_choice(req.tool_choice) if req.tools else None,
+        sampling=_sampling(req),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    system: list[str]
+    history: list[ChatMessage]  # earlier turns
+    preceding: tuple[ChatMessage, ...]  # earlier parts of this turn (parallel tool results)
+    active: MessageIn  # the turn's last user or tool message
+
+
+def _split(messages: list[MessageIn]) -> _Split:
+    """System text; then earlier turns; then this turn: the last user (or tool) message, with
+    the tool results answering the same assistant message before it, so the turn is stored
+    whole."""
+    system = [text for m in messages if m.role in ("system", "developer") if (text := _text_of(m))]
+    turns = [m for m in messages if m.role not in ("system", "developer")]
+    active = next(
+        (i for i in reversed(range(len(turns))) if turns[i].role in ("user", "tool", "function")),
+        None,
+    )
+    if active is None:
+        raise InvalidRequestError("Missing user message in `messages`.", param="messages")
+    start = active
+    if _role(turns[active]) == "tool":
+        while start > 0 and _role(turns[start - 1]) == "tool":
+            start -= 1
+    return _Split(
+        system,
+        [m for m in map(_past_message, turns[:start]) if m is not None],
+        tuple(m for m in map(_past_message, turns[start:active]) if m is not None),
+        turns[active],
+    )
+
+
+def _text_of(msg: MessageIn) -> str:
+    if msg.content is None:
+        return ""
+    if isinstance(msg.content, str):
+        return msg.content
+    return "\n".join(p.text for p in msg.content if p.type != "image_url")
+
+
+def _past_message(msg: MessageIn) -> ChatMessage | None:
+    """An earlier turn as sent to the model (text only: images go in the active turn alone);
+    None for one that carries nothing."""
+    text = _text_of(msg)
+    if not text and isinstance(msg.content, list):
+        text = IMAGE_ONLY_TEXT
+    calls = tuple(
+        ToolCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or ()
+    )
+    if not (text or calls or msg.role in ("tool", "function")):
+        return None
+    return ChatMessage(
+        role=_role(msg),
+        content=text,
+        name=msg.name,
+        tool_call_id=msg.tool_call_id,
+        tool_calls=calls,
+    )
+
+
+def _role(msg: MessageIn) -> Role:
+    if msg.role in ("function", "tool"):
+        return "tool"
+    return "assistant" if msg.role == "assistant" else "user"
+
+
+async def _active_message(msg: MessageIn, cfg: ChatCompletionsConfig) -> ChatMessage:
+    role = _role(msg)
+    if role == "user" and not msg.content:
+        raise InvalidRequestError("The last user message has no content.", param="messages")
+    if msg.content is None or isinstance(msg.content, str):
+        return ChatMessage(role=role, content=msg.content or "", tool_call_id=msg.tool_call_id)
+    urls = [image_url_of(p) for p in msg.content if p.type == "image_url"]
+    texts = [p.text for p in msg.content if p.type != "image_url"]
+    if not urls:
+        return ChatMessage(role=role, content="\n".join(texts), tool_call_id=msg.tool_call_id)
+    if role != "user":
+        raise InvalidRequestError("Images are accepted only in user messages.", param="messages")
+    images = await load_images(urls, cfg)
+    text = "\n".join(t for t in texts if t) or IMAGE_ONLY_TEXT
+    parts: tuple[ContentPart, ...] = (TextPart(text), *images)
+    return ChatMessage(role="user", content=parts)
+
+
+def _tool(tool: ToolIn) -> ToolDefinition:
+    fn = tool.function
+    return ToolDefinition(fn.name, fn.description, fn.parameters, fn.strict)
+
+
+def _tool_choice(raw: str | dict[str, Any] | None) -> ToolChoice | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    fn = raw.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if raw.get("type") != "function" or not isinstance(name, str) or not name:
+        raise InvalidRequestError(
+            "`tool_choice` must be `none`, `auto`, `required` or "
+            '`{"type": "function", "function": {"name": ...}}`.',
+            param="tool_choice",
+        )
+    return FunctionChoice(name)
+
+
+def _sampling(req: ChatCompletionRequest) -> SamplingParams:
+    max_tokens = req.max_tokens
+    if req.max_completion_tokens is not None:
+        # Both given: the smaller one holds.
+        max_tokens = min(max_tokens or req.max_completion_tokens, req.max_completion_tokens)
+    return SamplingParams(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_tokens=max_tokens,
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
+        seed=req.seed,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        response_format=req.response_format,
+    )

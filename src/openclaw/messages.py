@@ -1,0 +1,148 @@
+"""The conversation types every layer shares: messages and their parts, tool calls and tool
+definitions, the pieces a reply streams in, and token usage.
+
+One copy of each: the runner, the providers, the store and the doors all speak these.  Wire
+shapes (OpenAI, Anthropic, the transcript's JSON, the WebSocket's camelCase) are made from them
+at the edges, never kept beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+StopReason = Literal["stop", "length", "tool_calls", "content_filter", "aborted", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image already fetched and checked: raw bytes and their MIME type."""
+
+    mime: str
+    data: bytes
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The OpenAI ``tool_calls`` item."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A function a model may call: its name, what it does, its parameters' JSON Schema."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionChoice:
+    """``tool_choice`` naming the one function the model must call."""
+
+    name: str
+
+
+# "auto", "none", "required" (passed on as given), or one named function.
+ToolChoice = str | FunctionChoice
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str | tuple[ContentPart, ...]
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The text of the message, image parts left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return not isinstance(self.content, str) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply's text, as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the tool call at ``index``: the first piece carries id and name, the rest
+    continue its arguments (a non-streaming answer sends each call whole, in one piece)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a run (or a session, summed) used."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # True when the upstream reported none and the gateway counted (or estimated) itself.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.estimated or other.estimated,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        """The OpenAI ``usage`` object (also how transcripts and events carry it)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        """From an OpenAI-shaped ``usage`` object; ValueError when it is not one."""
+        prompt, completion = data.get("prompt_tokens", 0), data.get("completion_tokens", 0)
+        for value in (prompt, completion):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError("usage counts must be integers >= 0")
+        return cls(prompt, completion)
