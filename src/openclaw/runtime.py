@@ -4,13 +4,13 @@ the session store, the event bus, the runner, and the retention of ephemeral ses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
 from openclaw.agents.events import EventBus
 from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner
+from openclaw.aio import reap
 from openclaw.config.schema import Config
 from openclaw.logs import get_logger
 from openclaw.providers.base import Provider
@@ -63,8 +63,7 @@ class Runtime:
         """Stop maintenance, finish pending transcript writes, close providers, close the store."""
         if self._maintenance is not None:
             self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            await reap(self._maintenance)
         await self.runner.drain()
         await self.providers.aclose()
         await self.store.close()
