@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from openclaw.config.schema import ProviderConfig
@@ -24,13 +23,14 @@ from openclaw.messages import (
     Usage,
 )
 from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
-from openclaw.providers.http import (
-    HttpProviderBase,
-    error_for_status,
+from openclaw.providers.errors import (
+    error_fields,
+    malformed,
     raise_for_response,
-    sse_data,
-    translate_client_error,
+    upstream_error,
+    upstream_errors,
 )
+from openclaw.providers.http import HttpProviderBase, sse_data
 from openclaw.providers.tokens import estimate_usage
 
 API_VERSION = "2023-06-01"
@@ -155,75 +155,103 @@ class AnthropicProvider(HttpProviderBase):
     ) -> AsyncGenerator[ProviderEvent, None]:
         label = self._label(request.model)
         max_tokens = self._max_tokens.get(request.model, DEFAULT_MAX_TOKENS)
-        try:
-            async with self.session.post(
-                self._url,
-                data=request_body(request, max_tokens, stream=True),
-                headers=self._headers,
-            ) as resp:
+        body = request_body(request, max_tokens, stream=True)
+        with upstream_errors(label):
+            async with self.session.post(self._url, data=body, headers=self._headers) as resp:
                 await raise_for_response(resp, label)
-                async for event in self._events(resp, label):
-                    yield event
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_client_error(exc, label) from exc
-
-    async def _events(
-        self, resp: aiohttp.ClientResponse, label: str
-    ) -> AsyncIterator[ProviderEvent]:
-        input_tokens = 0
-        output_tokens = 0
-        stop: StopReason | None = None
-        done = False
-        tool_index: dict[int, int] = {}  # content block index -> tool call index
-        async for event, data in sse_data(resp.content):
-            try:
-                payload: Any = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{label}: malformed event from the upstream") from None
-            try:
-                kind = payload.get("type", event) if isinstance(payload, dict) else event
-                if kind == "content_block_delta":
-                    delta = payload.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        yield TextDelta(delta["text"])
-                    elif delta.get("type") == "input_json_delta":
-                        block = int(payload.get("index", 0))
-                        if block in tool_index:
-                            piece = delta.get("partial_json") or ""
-                            yield ToolCallDelta(tool_index[block], None, None, piece)
-                elif kind == "content_block_start":
-                    block_info = payload.get("content_block") or {}
-                    if block_info.get("type") == "tool_use":
-                        block = int(payload.get("index", 0))
-                        tool_index[block] = len(tool_index)
-                        yield ToolCallDelta(
-                            tool_index[block], block_info.get("id"), block_info.get("name"), ""
-                        )
-                elif kind == "message_start":
-                    usage = (payload.get("message") or {}).get("usage") or {}
-                    input_tokens = int(usage.get("input_tokens") or 0)
-                    output_tokens = int(usage.get("output_tokens") or 0)
-                elif kind == "message_delta":
-                    reason = (payload.get("delta") or {}).get("stop_reason")
-                    if reason:
-                        stop = _STOP.get(reason, "stop")
-                    usage = payload.get("usage") or {}
-                    output_tokens = int(usage.get("output_tokens") or output_tokens)
-                elif kind == "message_stop":
-                    done = True
-                    break
-                elif kind == "error":
-                    err = payload.get("error") or {}
-                    status = 529 if err.get("type") == "overloaded_error" else 500
-                    if err.get("type") == "rate_limit_error":
-                        status = 429
-                    raise error_for_status(status, str(err.get("message", "")), None, {}, label)
-            except (AttributeError, TypeError, ValueError, KeyError):
-                raise UpstreamError(f"{label}: malformed event from the upstream") from None
-        if not done:
-            raise UpstreamError(f"{label}: the upstream stream ended early", code="upstream_eof")
-        yield Usage(input_tokens, output_tokens)
-        yield Finished(stop or "stop")
+                state = _MessageStream(label)
+                async for event, data in sse_data(resp.content):
+                    try:
+                        payload: Any = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise malformed(label) from None
+                    for item in state.take(event, payload):
+                        yield item
+                    if state.done:
+                        break
+                for item in state.end():
+                    yield item
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
         return estimate_usage(messages, text)
+
+
+class _MessageStream:
+    """One Messages API event stream, event by event: token counts, the stop reason, and which
+    content blocks are tool calls."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.stop: StopReason | None = None
+        self.done = False
+        self.tool_index: dict[int, int] = {}  # content block index -> tool call index
+
+    def take(self, event: str, payload: Any) -> list[ProviderEvent]:
+        kind = payload.get("type", event) if isinstance(payload, dict) else event
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            return []  # ping, content_block_stop, and kinds added later
+        try:
+            return handler(self, payload)
+        except (AttributeError, TypeError, ValueError, KeyError):
+            raise malformed(self.label) from None
+
+    def end(self) -> list[ProviderEvent]:
+        if not self.done:
+            raise UpstreamError(
+                f"{self.label}: the upstream stream ended early", code="upstream_eof"
+            )
+        return [Usage(self.input_tokens, self.output_tokens), Finished(self.stop or "stop")]
+
+    def _block_delta(self, payload: Any) -> list[ProviderEvent]:
+        delta = payload.get("delta") or {}
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [TextDelta(delta["text"])]
+        block = int(payload.get("index", 0))
+        if delta.get("type") == "input_json_delta" and block in self.tool_index:
+            return [
+                ToolCallDelta(self.tool_index[block], None, None, delta.get("partial_json") or "")
+            ]
+        return []
+
+    def _block_start(self, payload: Any) -> list[ProviderEvent]:
+        info = payload.get("content_block") or {}
+        if info.get("type") != "tool_use":
+            return []
+        block = int(payload.get("index", 0))
+        index = self.tool_index[block] = len(self.tool_index)
+        return [ToolCallDelta(index, info.get("id"), info.get("name"), "")]
+
+    def _message_start(self, payload: Any) -> list[ProviderEvent]:
+        usage = (payload.get("message") or {}).get("usage") or {}
+        self.input_tokens = int(usage.get("input_tokens") or 0)
+        self.output_tokens = int(usage.get("output_tokens") or 0)
+        return []
+
+    def _message_delta(self, payload: Any) -> list[ProviderEvent]:
+        reason = (payload.get("delta") or {}).get("stop_reason")
+        if reason:
+            self.stop = _STOP.get(reason, "stop")
+        usage = payload.get("usage") or {}
+        self.output_tokens = int(usage.get("output_tokens") or self.output_tokens)
+        return []
+
+    def _message_stop(self, payload: Any) -> list[ProviderEvent]:
+        self.done = True
+        return []
+
+    def _error(self, payload: Any) -> list[ProviderEvent]:
+        # Mid-answer: the same table as an HTTP status, by the error's type.
+        message, kind, code = error_fields(payload.get("error"))
+        raise upstream_error(self.label, message, kind=kind, code=code)
+
+    _HANDLERS: ClassVar[dict[str, Callable[[_MessageStream, Any], list[ProviderEvent]]]] = {
+        "content_block_delta": _block_delta,
+        "content_block_start": _block_start,
+        "message_start": _message_start,
+        "message_delta": _message_delta,
+        "message_stop": _message_stop,
+        "error": _error,
+    }

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from openclaw.config.schema import ProviderConfig
-from openclaw.errors import ContextTooLongError, UnsupportedError, UpstreamUnavailableError
+from openclaw.errors import (
+    ContextTooLongError,
+    OpenClawError,
+    UnsupportedError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
 from openclaw.logs import get_logger
 from openclaw.messages import ChatMessage, StopReason, TextDelta, Usage
-from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
+from openclaw.providers.base import Finished, ModelRequest, ProviderEvent, SamplingParams
 
 log = get_logger("local-model")
 
@@ -144,102 +151,23 @@ class LocalGgufProvider:
         if any(m.has_images for m in request.messages):
             raise UnsupportedError("The local model cannot take images.", param="messages")
         llm = await self._model()
-        loop = asyncio.get_running_loop()
-        channel: asyncio.Queue[ProviderEvent | BaseException] = asyncio.Queue(CHANNEL_SIZE)
-        cancel = threading.Event()
-        prompt = render_prompt(request.messages)
-        s = request.sampling
-
-        def put(item: ProviderEvent | BaseException) -> None:
-            # Blocks the worker while the channel is full (backpressure) but wakes to notice a
-            # cancelled run, so an abandoned channel never wedges the model thread.
-            fut = asyncio.run_coroutine_threadsafe(channel.put(item), loop)
-            while True:
-                try:
-                    fut.result(timeout=0.1)
-                    return
-                except concurrent.futures.TimeoutError:
-                    if cancel.is_set():
-                        fut.cancel()
-                        raise _Cancelled() from None
-
-        def generate() -> None:
-            if cancel.is_set():
-                return  # cancelled while queued for the model: spend nothing on it
-            try:
-                prompt_tokens = len(llm.tokenize(prompt.encode("utf-8")))
-                room = self.cfg.context_size - prompt_tokens
-                if room < 8:
-                    raise ContextTooLongError(
-                        f"{self.name}: the prompt has {prompt_tokens} tokens; the local model's "
-                        f"context holds {self.cfg.context_size}."
-                    )
-                max_tokens = min(s.max_tokens or DEFAULT_MAX_TOKENS, room)
-                kwargs: dict[str, Any] = {
-                    "max_tokens": max_tokens,
-                    "stop": [*TURN_STOPS, *s.stop],
-                    "temperature": 0.0 if s.temperature is None else s.temperature,
-                    "stream": True,
-                }
-                if s.top_p is not None:
-                    kwargs["top_p"] = s.top_p
-                if s.seed is not None:
-                    kwargs["seed"] = s.seed
-                if s.presence_penalty is not None:
-                    kwargs["presence_penalty"] = s.presence_penalty
-                if s.frequency_penalty is not None:
-                    kwargs["frequency_penalty"] = s.frequency_penalty
-                completion = 0
-                finish: StopReason = "stop"
-                emitted = False
-                if cancel.is_set():
-                    return
-                gen = llm.create_completion(prompt, **kwargs)
-                try:
-                    for chunk in gen:
-                        if cancel.is_set():
-                            raise _Cancelled()
-                        choice = chunk["choices"][0]
-                        text = choice.get("text") or ""
-                        if text:
-                            completion += 1
-                            if not emitted:
-                                # The space after "Assistant:" is formatting, not the reply.
-                                text = text.lstrip()
-                            if text:
-                                emitted = True
-                                put(TextDelta(text))
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            finish = "length" if reason == "length" else "stop"
-                finally:
-                    gen.close()
-                put(Usage(prompt_tokens, completion))
-                put(Finished(finish))
-            except _Cancelled:
-                return
-            except BaseException as exc:  # handed to the event loop, raised there
-                try:
-                    put(exc)
-                except _Cancelled:
-                    return
-
-        work = loop.run_in_executor(self._executor, generate)
+        channel = _Channel(asyncio.get_running_loop())
+        job = _Generation(llm, render_prompt(request.messages), request.sampling, self, channel)
+        work = channel.loop.run_in_executor(self._executor, job.run)
         try:
             while True:
-                item = await channel.get()
+                item = await channel.queue.get()
+                if isinstance(item, OpenClawError):
+                    raise item
+                if isinstance(item, Exception):
+                    raise UpstreamError(f"{self.name}: the local model failed: {item}") from item
                 if isinstance(item, BaseException):
-                    if isinstance(item, ValueError):
-                        raise ContextTooLongError(f"{self.name}: {item}") from item
                     raise item
                 yield item
                 if isinstance(item, Finished):
                     break
         finally:
-            cancel.set()
-            # Let the worker see the flag (at the next token) without waiting for it here.
-            while not channel.empty():
-                channel.get_nowait()
+            channel.close()
             work.add_done_callback(lambda f: f.exception())
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
@@ -260,3 +188,122 @@ class LocalGgufProvider:
         if llm is not None:
             await loop.run_in_executor(self._executor, llm.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _completion_args(s: SamplingParams, room: int) -> dict[str, Any]:
+    """llama.cpp's ``create_completion`` arguments for ``s``, within ``room`` tokens."""
+    args: dict[str, Any] = {
+        "max_tokens": min(s.max_tokens or DEFAULT_MAX_TOKENS, room),
+        "stop": [*TURN_STOPS, *s.stop],
+        "temperature": 0.0 if s.temperature is None else s.temperature,
+        "stream": True,
+    }
+    for name, value in (
+        ("top_p", s.top_p),
+        ("seed", s.seed),
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+    ):
+        if value is not None:
+            args[name] = value
+    return args
+
+
+def _relay(
+    chunks: Any, cancel: threading.Event, put: Callable[[ProviderEvent], None]
+) -> tuple[int, StopReason]:
+    """Hand each generated piece on as it comes; (tokens generated, how it finished)."""
+    completion = 0
+    finish: StopReason = "stop"
+    emitted = False
+    try:
+        for chunk in chunks:
+            if cancel.is_set():
+                raise _Cancelled()
+            choice = chunk["choices"][0]
+            text = choice.get("text") or ""
+            if text:
+                completion += 1
+                if not emitted:
+                    # The space after "Assistant:" is formatting, not the reply.
+                    text = text.lstrip()
+                if text:
+                    emitted = True
+                    put(TextDelta(text))
+            reason = choice.get("finish_reason")
+            if reason:
+                finish = "length" if reason == "length" else "stop"
+    finally:
+        chunks.close()
+    return completion, finish
+
+
+class _Channel:
+    """From the model's thread to the event loop: bounded, so the thread waits while the run's
+    consumer is slow (backpressure), yet wakes to notice a cancelled run, so an abandoned channel
+    never wedges the model thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[ProviderEvent | BaseException] = asyncio.Queue(CHANNEL_SIZE)
+        self.cancel = threading.Event()
+
+    def put(self, item: ProviderEvent | BaseException) -> None:
+        """Worker side; raises ``_Cancelled`` once the run is gone."""
+        fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            try:
+                fut.result(timeout=0.1)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.cancel.is_set():
+                    fut.cancel()
+                    raise _Cancelled() from None
+
+    def close(self) -> None:
+        """Loop side: the run is over; the worker sees it at its next token."""
+        self.cancel.set()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class _Generation:
+    """One completion on the model's thread, its pieces handed to the loop as they come."""
+
+    def __init__(
+        self,
+        llm: Any,
+        prompt: str,
+        sampling: SamplingParams,
+        provider: LocalGgufProvider,
+        channel: _Channel,
+    ) -> None:
+        self.llm, self.prompt, self.sampling = llm, prompt, sampling
+        self.name, self.context_size = provider.name, provider.cfg.context_size
+        self.channel = channel
+
+    def run(self) -> None:
+        channel = self.channel
+        if channel.cancel.is_set():
+            return  # cancelled while queued for the model: spend nothing on it
+        try:
+            prompt_tokens = len(self.llm.tokenize(self.prompt.encode("utf-8")))
+            room = self.context_size - prompt_tokens
+            if room < 8:
+                raise ContextTooLongError(
+                    f"{self.name}: the prompt has {prompt_tokens} tokens; the local model's "
+                    f"context holds {self.context_size}."
+                )
+            if channel.cancel.is_set():
+                return
+            tokens = self.llm.create_completion(
+                self.prompt, **_completion_args(self.sampling, room)
+            )
+            completion, finish = _relay(tokens, channel.cancel, channel.put)
+            channel.put(Usage(prompt_tokens, completion))
+            channel.put(Finished(finish))
+        except _Cancelled:
+            return
+        except BaseException as exc:  # handed to the event loop, raised there
+            with contextlib.suppress(_Cancelled):
+                channel.put(exc)

@@ -24,12 +24,14 @@ from openclaw.messages import (
     Usage,
 )
 from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
-from openclaw.providers.http import (
-    HttpProviderBase,
+from openclaw.providers.errors import (
+    error_fields,
+    malformed,
     raise_for_response,
-    sse_data,
-    translate_client_error,
+    upstream_error,
+    upstream_errors,
 )
+from openclaw.providers.http import HttpProviderBase, sse_data
 from openclaw.providers.tokens import estimate_usage
 
 _FINISH: dict[str, StopReason] = {
@@ -165,14 +167,9 @@ class OpenAICompatProvider(HttpProviderBase):
         self, request: ModelRequest, *, deltas: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:
         label = self._label(request.model)
-        try:
-            async with self.session.post(
-                self._url,
-                data=request_body(
-                    request, stream=deltas, max_tokens_field=self.cfg.max_tokens_field
-                ),
-                headers=self._headers,
-            ) as resp:
+        body = request_body(request, stream=deltas, max_tokens_field=self.cfg.max_tokens_field)
+        with upstream_errors(label):
+            async with self.session.post(self._url, data=body, headers=self._headers) as resp:
                 await raise_for_response(resp, label)
                 if deltas:
                     async for event in self._events(resp, label):
@@ -180,8 +177,6 @@ class OpenAICompatProvider(HttpProviderBase):
                 else:
                     for event in self._whole(await resp.read(), label):
                         yield event
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_client_error(exc, label) from exc
 
     def _whole(self, body: bytes, label: str) -> list[ProviderEvent]:
         try:
@@ -194,7 +189,7 @@ class OpenAICompatProvider(HttpProviderBase):
                 for i, c in enumerate(calls)
             ]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise UpstreamError(f"{label}: malformed response from the upstream") from None
+            raise malformed(label, "response") from None
         events: list[ProviderEvent] = []
         if text:
             events.append(TextDelta(text))
@@ -215,17 +210,17 @@ class OpenAICompatProvider(HttpProviderBase):
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
-                raise UpstreamError(f"{label}: malformed event from the upstream") from None
+                raise malformed(label) from None
             if not isinstance(chunk, dict):
                 continue
             if "error" in chunk:
-                err = chunk["error"]
-                msg = err.get("message") if isinstance(err, dict) else str(err)
-                raise UpstreamError(f"{label}: {msg}")
+                # Mid-answer: the same table as an HTTP status, by the error's type and code.
+                message, kind, code = error_fields(chunk["error"])
+                raise upstream_error(label, message, kind=kind, code=code)
             try:
                 events, reason = _chunk_events(chunk)
             except (AttributeError, TypeError, ValueError, KeyError):
-                raise UpstreamError(f"{label}: malformed event from the upstream") from None
+                raise malformed(label) from None
             if reason:
                 finish = _FINISH.get(reason, "stop")
             for event in events:
