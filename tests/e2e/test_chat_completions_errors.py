@@ -364,6 +364,23 @@ def test_mid_stream_error_is_an_event_then_done(chat_gateway, upstream, behaviou
     assert text == "Echo: a "
 
 
+def test_a_mid_stream_rate_limit_keeps_its_type(chat_gateway, upstream) -> None:
+    """One table for statuses and error events: a rate limit reported mid-answer is still a
+    rate limit, not a plain 502."""
+    upstream.script(
+        StreamError(after=1, message="slow down", type="requests", code="rate_limit_exceeded")
+    )
+    reply = post(
+        chat_gateway,
+        {"model": "openclaw", "messages": [{"role": "user", "content": "a b c"}], "stream": True},
+    )
+    events = _events(reply.body)
+    assert events[-1] == b"[DONE]"
+    error = orjson.loads(events[-2])["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "upstream_rate_limited")
+    assert "slow down" in error["message"]
+
+
 def test_sse_framing_and_headers(chat_gateway) -> None:
     reply = post(chat_gateway, {"model": "openclaw", "messages": USER, "stream": True})
     assert reply.headers["Content-Type"] == "text/event-stream"

@@ -214,7 +214,8 @@ async def test_gateway_busy_beyond_the_queue(tmp_path: Path) -> None:
     p = ScriptedProvider(delay=0.1)
     async with runtime(tmp_path, p, maxConcurrent=1, maxQueued=1) as rt:
         results = await asyncio.gather(
-            *(rt.runner.run(RunParams(user(f"q{i}"), fresh())) for i in range(3)), return_exceptions=True
+            *(rt.runner.run(RunParams(user(f"q{i}"), fresh())) for i in range(3)),
+            return_exceptions=True,
         )
     assert sum(isinstance(r, RunResult) for r in results) == 2
     assert sum(isinstance(r, GatewayBusyError) for r in results) == 1

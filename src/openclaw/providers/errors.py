@@ -9,7 +9,6 @@ rate limit is a rate limit (429 with its ``Retry-After``) however it arrives.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -71,7 +70,7 @@ def _other(exc: BaseException, label: str) -> UpstreamError:
 # By class; the most specific one in an exception's MRO wins.
 TRANSPORT_ERRORS: Mapping[type[BaseException], _Transport] = {
     aiohttp.ServerTimeoutError: _timed_out,
-    asyncio.TimeoutError: _timed_out,
+    TimeoutError: _timed_out,
     aiohttp.ClientConnectorError: _no_connection,
     aiohttp.ServerDisconnectedError: _closed,
     aiohttp.ClientPayloadError: _closed,
