@@ -1,0 +1,97 @@
+"""The pure rules of a run's history and of the ``model`` field: ``reconcile``,
+``apply_budget``, ``agent_from_model``."""
+
+from __future__ import annotations
+
+import pytest
+
+from openclaw.agents.history import Reconciled, apply_budget, reconcile
+from openclaw.errors import InvalidRequestError
+from openclaw.gateway.http.chat_request import agent_from_model
+from openclaw.messages import ChatMessage, ToolCall
+
+
+def u(text: str) -> ChatMessage:
+    return ChatMessage("user", text)
+
+
+def a(text: str) -> ChatMessage:
+    return ChatMessage("assistant", text)
+
+
+STORED = [u("one"), a("1"), u("two"), a("2")]
+
+
+def test_a_client_that_sends_no_history_gets_the_transcript() -> None:
+    assert reconcile(STORED, [], [u("three")]) == Reconciled(STORED, False)
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        [u("one"), a("1"), u("two"), a("2")],  # the same
+        [u("two"), a("2")],  # the client trimmed its own history
+        [u("zero"), a("0"), u("one"), a("1"), u("two"), a("2")],  # the transcript was cut
+        [u("two"), a("  2 ")],  # whitespace is not a difference
+    ],
+)
+def test_agreeing_histories_keep_the_transcript(client: list[ChatMessage]) -> None:
+    assert reconcile(STORED, client, [u("three")]) == Reconciled(STORED, False)
+
+
+def test_an_edited_turn_makes_the_clients_history_win() -> None:
+    client = [u("one"), a("1"), u("TWO, edited"), a("2")]
+    assert reconcile(STORED, client, [u("three")]) == Reconciled(client, True)
+
+
+def test_asking_the_last_question_again_is_a_regeneration() -> None:
+    # The stored history ends with this very turn and its answer: the old answer goes.
+    merged = reconcile(STORED, [u("one"), a("1")], [u("two")])
+    assert merged == Reconciled(STORED[:2], True)
+
+
+def test_tool_calls_count_in_the_comparison() -> None:
+    call = ToolCall("c1", "f", '{"x": 1}')
+    stored = [u("q"), ChatMessage("assistant", "", tool_calls=(call,))]
+    other = [u("q"), ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "f", "{}"),))]
+    assert reconcile(stored, other).diverged
+    assert not reconcile(stored, list(stored)).diverged
+
+
+def test_the_budget_keeps_the_newest_messages_and_starts_at_a_user_turn() -> None:
+    history = [u("q1"), a("a1"), u("q2"), a("a2"), u("q3"), a("a3")]
+    assert apply_budget(history, max_messages=4, max_tokens=None) == history[2:]
+    # An odd cut would start at a reply: that reply goes too.
+    assert apply_budget(history, max_messages=3, max_tokens=None) == history[4:]
+    assert apply_budget(history, max_messages=100, max_tokens=None) == history
+
+
+def test_the_token_budget_drops_the_oldest_first() -> None:
+    history = [u("x " * 400), a("short"), u("q"), a("a")]
+    kept = apply_budget(history, max_messages=100, max_tokens=50)
+    assert kept == history[2:]
+    assert apply_budget(history, max_messages=100, max_tokens=1) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "agent"),
+    [
+        ("openclaw", None),
+        (" openclaw ", None),
+        ("openclaw/default", None),
+        ("openclaw/beta", "beta"),
+        ("openclaw:beta", "beta"),
+        ("agent:beta", "beta"),
+        ("agent:Beta-2", "Beta-2"),  # normalised where the agent is looked up
+    ],
+)
+def test_model_forms(model: str, agent: str | None) -> None:
+    assert agent_from_model(model) == agent
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "openclaw/", "agent:", "", "claw"])
+def test_other_models_are_refused_naming_the_forms(model: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        agent_from_model(model)
+    assert info.value.param == "model"
+    assert "openclaw/<agentId>" in info.value.message
