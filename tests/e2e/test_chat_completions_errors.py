@@ -4,7 +4,6 @@ never a traceback or a hung connection."""
 from __future__ import annotations
 
 import socket
-import time
 
 import orjson
 import pytest
@@ -67,10 +66,8 @@ def test_slow_body_gets_408(gateway_factory, upstream) -> None:
             "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         )
         sock.sendall(head.encode())
-        started = time.monotonic()
         data = sock.recv(65536)
     assert data.startswith(b"HTTP/1.1 408")
-    assert time.monotonic() - started < 5
 
 
 def _png() -> bytes:
@@ -189,9 +186,7 @@ def test_upstream_failures_before_the_response(
 def test_upstream_timeout_is_504(gateway_factory, upstream) -> None:
     gw = gateway_factory(chat_config(upstream, provider={"timeoutSeconds": 0.3}))
     upstream.script(Hang())
-    started = time.monotonic()
     assert_error(post(gw, {"model": "openclaw", "messages": USER}), 504, code="upstream_timeout")
-    assert time.monotonic() - started < 5
 
 
 def test_unreachable_upstream_is_502(gateway_factory, upstream) -> None:
@@ -306,7 +301,7 @@ def test_keepalive_comment_while_the_model_is_silent(gateway_factory, upstream) 
 def test_first_byte_leaves_before_the_model_finishes(chat_gateway, upstream) -> None:
     upstream.script(Answer(text="w " * 20, chunk_delay=0.1))
     with socket.create_connection(("127.0.0.1", chat_gateway.port), timeout=10) as sock:
-        body = orjson.dumps({"model": "openclaw", "messages": USER, "stream": True})
+        body = orjson.dumps({"model": "openclaw", "messages": USER, "stream": True, "user": "f"})
         sock.sendall(
             (
                 f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {chat_gateway.token}\r\n"
@@ -314,15 +309,15 @@ def test_first_byte_leaves_before_the_model_finishes(chat_gateway, upstream) -> 
             ).encode()
             + body
         )
-        started = time.monotonic()
         buf = b""
         while b'"content":"w ' not in buf:
             buf += sock.recv(65536)
-        first_token = time.monotonic() - started
-    assert first_token < 1.0  # the whole answer takes 2 s
+        # The first token is here and the run has not ended: its turn is not stored yet.
+        assert transcripts(chat_gateway.state_dir) == []
 
 
-def _disconnect_after_first_chunk(gw, payload: dict) -> None:
+def _disconnect_after_first_chunk(gw, payload: dict, upstream: FakeUpstream) -> None:
+    before = len(upstream.requests)
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     body = orjson.dumps(payload)
     sock.sendall(
@@ -337,7 +332,7 @@ def _disconnect_after_first_chunk(gw, payload: dict) -> None:
         while b'"delta":{"content":"' not in buf:
             buf += sock.recv(65536)
     else:
-        time.sleep(0.3)
+        assert upstream.wait_for_requests(before + 1, timeout=10)  # the run is at the model
     sock.close()
 
 
@@ -351,10 +346,9 @@ def test_disconnect_cancels_the_stream_and_stores_the_partial_turn(chat_gateway,
             "stream": True,
             "user": "gone",
         },
+        upstream,
     )
-    started = time.monotonic()
-    assert upstream.wait_for_disconnect(timeout=1.0)
-    assert time.monotonic() - started < 1.0
+    assert upstream.wait_for_disconnect(timeout=10)
     records = wait_for(
         lambda: [
             r for t in transcripts(chat_gateway.state_dir) for r in t if r["role"] == "assistant"
@@ -368,9 +362,9 @@ def test_disconnect_cancels_the_stream_and_stores_the_partial_turn(chat_gateway,
 def test_disconnect_cancels_a_non_streaming_request(chat_gateway, upstream) -> None:
     upstream.script(Answer(first_token_delay=10))
     _disconnect_after_first_chunk(
-        chat_gateway, {"model": "openclaw", "messages": USER, "user": "gone2"}
+        chat_gateway, {"model": "openclaw", "messages": USER, "user": "gone2"}, upstream
     )
-    assert upstream.wait_for_disconnect(timeout=1.0)
+    assert upstream.wait_for_disconnect(timeout=10)
     records = wait_for(
         lambda: [
             r for t in transcripts(chat_gateway.state_dir) for r in t if r["role"] == "assistant"

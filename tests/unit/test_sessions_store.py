@@ -680,30 +680,27 @@ async def test_io_runs_on_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_p
 async def test_slow_io_does_not_block_the_event_loop(
     store: SqliteSessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A write stuck on the disk leaves the event loop free: the loop itself releases it."""
+    stuck, release = threading.Event(), threading.Event()
     real_append = transcript.AppendBatch.append
 
     def slow_append(
         self: transcript.AppendBatch, path: Path, data: bytes, **kw: Any
     ) -> tuple[int, int]:
-        time.sleep(0.3)  # a slow disk
+        stuck.set()
+        assert release.wait(30), "the event loop never got to release the write"
         return real_append(self, path, data, **kw)
 
     monkeypatch.setattr(transcript.AppendBatch, "append", slow_append)
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(ticker())
-    await store.append(entry, [rec(1)], model=None, usage=None)
-    done.set()
-    await task
-    assert ticks >= 10
+    write = asyncio.create_task(store.append(entry, [rec(1)], model=None, usage=None))
+    await asyncio.to_thread(stuck.wait, 30)
+    # Were the loop blocked on the write, nothing below would run until it ended: a deadlock.
+    await asyncio.sleep(0)
+    assert not write.done()
+    release.set()
+    await write
+    assert contents(await store.read_history(entry, max_records=None)) == ["m1"]
 
 
 # --- transcript reader, property-based ----------------------------------------------------------

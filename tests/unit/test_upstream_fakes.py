@@ -787,8 +787,7 @@ async def test_async_context_manager_and_prompt_stop_with_a_hanging_request() ->
             b'{"messages": []}'
         )
         assert await asyncio.to_thread(up.wait_for_requests, 2, 2.0)
-        started = time.monotonic()
-    assert time.monotonic() - started < 2.0
+    # Stopping did not wait for the hanging connection (or pytest's timeout would have hit).
     assert await reader.read() == b""  # the server closed the hanging connection
     writer.close()
     await writer.wait_closed()
