@@ -135,6 +135,12 @@ async def test_bad_requests_are_400_naming_the_field(
     assert upstream.model_requests == []
 
 
+async def test_an_empty_user_message_is_400(chat: httpx.AsyncClient) -> None:
+    for content in (None, "", []):
+        body = {"model": "openclaw", "messages": [{"role": "user", "content": content}]}
+        assert error_of(await post(chat, body), 400)["param"] == "messages"
+
+
 @pytest.mark.parametrize(
     ("model", "headers", "agent"),
     [
