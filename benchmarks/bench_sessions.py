@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from openclaw.messages import Usage
 from openclaw.sessions import (
     SessionEntry,
     SqliteSessionStore,
@@ -25,6 +26,7 @@ from openclaw.sessions import (
     build_key,
     ephemeral_key,
 )
+from openclaw.sessions.bulk import import_entries
 
 AGENT = "main"
 HISTORY = 50
@@ -57,7 +59,8 @@ async def fill(store: SqliteSessionStore, start: int, stop: int) -> None:
     """Insert rows directly, in batches, up to ``stop`` sessions."""
     now = time.time()
     for lo in range(start, stop, FILL_BATCH):
-        await store.import_entries(filler(lo, min(lo + FILL_BATCH, stop), now))
+        rows = list(filler(lo, min(lo + FILL_BATCH, stop), now))
+        await asyncio.to_thread(import_entries, store.state_dir, rows)
 
 
 def turn(i: int) -> list[TranscriptRecord]:
@@ -70,7 +73,7 @@ def turn(i: int) -> list[TranscriptRecord]:
             content=f"answer {i} " + "a" * 600,
             timestamp=now,
             run_id=f"run-{i}",
-            usage={"input": 250, "output": 150},
+            usage=Usage(250, 150),
             stop_reason="stop",
             model="bench/model",
         ),
@@ -81,7 +84,7 @@ async def one_run(store: SqliteSessionStore, key: str, i: int, *, ephemeral: boo
     """What the runner does with the store for one request."""
     entry = await store.get_or_create(key, AGENT, ephemeral=ephemeral)
     await store.read_history(entry, max_records=HISTORY)
-    await store.append(entry, turn(i), model="bench/model", usage=(250, 150))
+    await store.append(entry, turn(i), model="bench/model", usage=Usage(250, 150))
 
 
 async def measure(store: SqliteSessionStore, size: int, runs: int) -> dict[str, list[float]]:

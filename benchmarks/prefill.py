@@ -3,8 +3,9 @@
 Also a script (``python benchmarks/prefill.py STATE_DIR --size N``): ``--compare REF`` runs it
 with REF's ``src`` on ``PYTHONPATH`` (``prefill_with``), so the other commit's own store writes
 its own on-disk format.  Hence ``openclaw`` is imported inside the functions, never at module
-level, and only the store API every compared commit has is used: ``SqliteSessionStore``,
-``import_entries``, ``get``, ``append`` and ``count``.
+level, and only the store API every compared commit has is used: ``SqliteSessionStore``, ``get``,
+``append`` and ``count``, plus the bulk import (``openclaw.sessions.bulk.import_entries``, or
+the store's own ``import_entries`` in commits from before it moved).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import HISTORY_MESSAGES, PROMPT, PROVIDER, REPLY, UPSTREAM_MODEL, USER_POOL, bench_user
 
@@ -31,22 +33,32 @@ async def prefill(state_dir: Path, size: int, *, seed_history: bool = True) -> i
     from openclaw.sessions import SessionEntry, SqliteSessionStore, TranscriptRecord, user_key
 
     now = time.time()
-    async with SqliteSessionStore(state_dir) as store:
-        for lo in range(0, size, BATCH):
-            await store.import_entries(
-                SessionEntry(
-                    key=user_key("main", bench_user(i)),
-                    session_id=f"00000000-0000-4000-8000-{i:012d}",
-                    agent_id="main",
-                    created_at=now - i,
-                    updated_at=now - i,
-                    model=f"{PROVIDER}/{UPSTREAM_MODEL}",
-                    prompt_tokens=10,
-                    completion_tokens=5,
-                    ephemeral=False,
-                )
-                for i in range(lo, min(lo + BATCH, size))
+
+    def rows(lo: int) -> list[Any]:
+        return [
+            SessionEntry(
+                key=user_key("main", bench_user(i)),
+                session_id=f"00000000-0000-4000-8000-{i:012d}",
+                agent_id="main",
+                created_at=now - i,
+                updated_at=now - i,
+                model=f"{PROVIDER}/{UPSTREAM_MODEL}",
+                prompt_tokens=10,
+                completion_tokens=5,
+                ephemeral=False,
             )
+            for i in range(lo, min(lo + BATCH, size))
+        ]
+
+    try:
+        from openclaw.sessions.bulk import import_entries
+    except ImportError:  # a commit from before the bulk tools: the store's own method
+        import_entries = None
+    for lo in range(0, size, BATCH) if import_entries is not None else ():
+        import_entries(state_dir, rows(lo))
+    async with SqliteSessionStore(state_dir) as store:
+        for lo in range(0, size, BATCH) if import_entries is None else ():
+            await store.import_entries(rows(lo))
         if seed_history:
             for i in range(min(USER_POOL, size)):
                 entry = await store.get(user_key("main", bench_user(i)))

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from openclaw.messages import Usage
 from openclaw.sessions import transcript
+from openclaw.sessions.bulk import import_entries
 from openclaw.sessions.keys import build_key, ephemeral_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.sessions.store import SessionStore, SqliteSessionStore
@@ -315,7 +316,11 @@ async def test_a_committed_transcript_ending_in_a_torn_line_keeps_it_apart(
         b"".join(rec(i).to_json_bytes() for i in (1, 2, 3))
         + b'{"role": "assistant", "content": "half a li',
     )
-    await store.import_entries([SessionEntry(KEY, "torn", "main", T0, T0, None, 0, 0, False)])
+    await asyncio.to_thread(
+        import_entries,
+        store.state_dir,
+        [SessionEntry(KEY, "torn", "main", T0, T0, None, 0, 0, False)],
+    )
     entry = await store.get(KEY)
     assert entry is not None and entry.transcript_bytes == path.stat().st_size
     assert contents(await store.read_history(entry, max_records=None)) == ["m1", "m2", "m3"]
@@ -361,7 +366,11 @@ async def test_unparseable_lines_of_every_kind_are_skipped(
 ) -> None:
     junk = b"[1, 2]\n\xff\xfe\n{}\n" + b'{"role": "user", "content": 5, "timestamp": 1}\n\n'
     _damaged(store, "damaged", rec(1).to_json_bytes() + junk)
-    await store.import_entries([SessionEntry(KEY, "damaged", "main", T0, T0, None, 0, 0, False)])
+    await asyncio.to_thread(
+        import_entries,
+        store.state_dir,
+        [SessionEntry(KEY, "damaged", "main", T0, T0, None, 0, 0, False)],
+    )
     entry = await store.get(KEY)
     assert entry is not None
     await store.append(entry, [rec(2)], model=None, usage=None)

@@ -258,25 +258,6 @@ class SqliteSessionStore:
         """Number of stored sessions."""
         return await self._run(lambda: self._idx().count())
 
-    async def import_entries(self, entries: Iterable[SessionEntry]) -> int:
-        """Insert index rows as given (keys already present are skipped), in one transaction;
-        a stored session's committed transcript length is its transcript's size now.
-
-        For migrations and benchmarks; transcripts are not touched.  How many were inserted.
-        """
-        given = list(entries)
-
-        def job() -> int:
-            rows = [
-                e
-                if e.ephemeral
-                else replace(e, transcript_bytes=self._file_size(e.agent_id, e.session_id))
-                for e in given
-            ]
-            return self._idx().insert_many(rows)
-
-        return await self._run(job)
-
     # --- worker-thread side -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -304,11 +285,7 @@ class SqliteSessionStore:
         )
 
     def _file_size(self, agent_id: str, session_id: str) -> int:
-        """The size of a stored session's transcript now (0: none, or an unusable path)."""
-        try:
-            return transcript.transcript_path(self._state_dir, agent_id, session_id).stat().st_size
-        except (OSError, ValueError):
-            return 0
+        return transcript.file_size(self._state_dir, agent_id, session_id)
 
     def _close_sync(self) -> None:
         index, self._index = self._index, None

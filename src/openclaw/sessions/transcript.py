@@ -68,6 +68,14 @@ def transcript_path(state_dir: Path, agent_id: str, session_id: str) -> Path:
     return state_dir / "agents" / agent_id / "sessions" / f"{session_id}.jsonl"
 
 
+def file_size(state_dir: Path, agent_id: str, session_id: str) -> int:
+    """The size of a stored session's transcript now (0: none, or an unusable path)."""
+    try:
+        return transcript_path(state_dir, agent_id, session_id).stat().st_size
+    except (OSError, ValueError):
+        return 0
+
+
 def append_lines(path: Path, data: bytes, *, fsync: bool) -> tuple[int, int]:
     """Append complete ``\\n``-terminated lines in one write, under an exclusive flock; the file's
     size before and after.  (One-off appends; the store appends through ``AppendBatch``.)"""
