@@ -127,7 +127,8 @@ class AgentRegistry:
         key that cannot be one (each door says why in its own terms)."""
         agent = self.get(agent_id)
         target = resolve_target(agent.id, session_key=session_key, user=user, default=default)
-        self.get(target.agent_id)
+        if target.agent_id != agent.id:
+            self.get(target.agent_id)
         return target
 
     def __contains__(self, agent_id: str) -> bool:

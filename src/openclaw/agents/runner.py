@@ -153,33 +153,32 @@ class AgentRunner:
     async def run(self, params: RunParams) -> RunResult:
         """The whole run, without deltas (cheaper for backends that can skip streaming)."""
         result = None
-        async with contextlib.aclosing(self._events(params, deltas=False)) as events:
-            async for item in events:
-                if isinstance(item, RunResult):
-                    result = item
+        agent = self.agents.get(params.target.agent_id)
+        async with self._slot(params.target):
+            prepared = await self._prepare(agent, params)
+            async with contextlib.aclosing(self._call(prepared, False)) as events:
+                async for item in events:
+                    if isinstance(item, RunResult):
+                        result = item
+                    elif self.bus.has_listeners():
+                        self.bus.publish(params.run_id, params.target.key, item)
         assert result is not None
         return result
 
-    def stream(self, params: RunParams) -> AsyncGenerator[RunEvent | RunResult, None]:
+    async def stream(self, params: RunParams) -> AsyncGenerator[RunEvent | RunResult, None]:
         """Every event of the run as it happens, then the ``RunResult``."""
-        return self._events(params, deltas=True)
+        agent = self.agents.get(params.target.agent_id)
+        async with self._slot(params.target):
+            prepared = await self._prepare(agent, params)
+            async with contextlib.aclosing(self._call(prepared, True)) as events:
+                async for item in events:
+                    if not isinstance(item, RunResult) and self.bus.has_listeners():
+                        self.bus.publish(params.run_id, params.target.key, item)
+                    yield item
 
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""
         await self._idle.wait()
-
-    async def _events(
-        self, params: RunParams, *, deltas: bool
-    ) -> AsyncGenerator[RunEvent | RunResult, None]:
-        agent = self.agents.get(params.target.agent_id)
-        async with self._slot(params.target):
-            prepared = await self._prepare(agent, params)
-            events = self._call(prepared, deltas)
-            async with contextlib.aclosing(events):
-                async for item in events:
-                    if not isinstance(item, RunResult):
-                        self.bus.publish(params.run_id, params.target.key, item)
-                    yield item
 
     @contextlib.asynccontextmanager
     async def _slot(self, target: Target) -> AsyncIterator[None]:

@@ -9,8 +9,8 @@ rate limit is a rate limit (429 with its ``Retry-After``) however it arrives.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -78,20 +78,28 @@ TRANSPORT_ERRORS: Mapping[type[BaseException], _Transport] = {
 }
 
 
-@contextlib.contextmanager
-def upstream_errors(label: str) -> Iterator[None]:
+class upstream_errors:
     """Around a provider's request, stream iteration and close: transport failures as upstream
-    errors.  The gateway's own errors, cancellation and anything not in the table pass."""
-    try:
-        yield
-    except OpenClawError:
-        raise
-    except Exception as exc:
+    errors.  The gateway's own errors, cancellation and anything not in the table pass.
+    (A class rather than ``@contextmanager``: it is entered on every model call.)"""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, OpenClawError):
+            return
         for cls in type(exc).__mro__:
             translate = TRANSPORT_ERRORS.get(cls)
             if translate is not None:
-                raise translate(exc, label) from exc
-        raise
+                raise translate(exc, self.label) from exc
 
 
 def upstream_error(
