@@ -278,14 +278,12 @@ def shape(messages: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def stored_messages(state: Path, config: Path, key: str, count: int) -> list[dict[str, Any]]:
-    """`sessions show --json`, waiting for a gateway's background transcript write if needed."""
-    deadline = time.monotonic() + 5
-    while True:
-        res = run_cli(["sessions", "show", key, "--json"], state=state, config=config)
-        messages = orjson.loads(res.stdout)["messages"] if res.exit_code == 0 else []
-        if len(messages) >= count or time.monotonic() > deadline:
-            return messages
-        time.sleep(0.02)
+    """`sessions show --json`: a turn is stored before its reply, so no waiting."""
+    res = run_cli(["sessions", "show", key, "--json"], state=state, config=config)
+    assert res.exit_code == 0, res.output
+    messages: list[dict[str, Any]] = orjson.loads(res.stdout)["messages"]
+    assert len(messages) >= count, messages
+    return messages
 
 
 def test_cli_agent_over_gateway_and_local_give_the_same_transcript(
