@@ -4,7 +4,8 @@ the session store, the event bus, the runner, and the retention of ephemeral ses
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from openclaw.agents.events import EventBus
@@ -16,6 +17,8 @@ from openclaw.logs import get_logger
 from openclaw.providers.base import Provider
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.store import SqliteSessionStore
+from openclaw.tools.redact import Redactor
+from openclaw.tools.registry import Toolbox
 
 log = get_logger("runtime")
 
@@ -27,7 +30,10 @@ class Runtime:
         state_dir: Path,
         *,
         providers: Mapping[str, Provider] | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
+        """``secrets``: what the gateway knows beyond its config (its resolved token or
+        password), cut out of every tool's output."""
         self.config = config
         self.state_dir = state_dir
         self.agents = AgentRegistry(config, state_dir)
@@ -44,14 +50,19 @@ class Runtime:
                     self.providers.check_ref(ref, f"agents.list[{i}].model")
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
+        self.redactor = Redactor(known_secrets(config, secrets))
+        self.toolbox = Toolbox(config, self.agents, self.store, state_dir, self.redactor)
         defaults = config.agents.defaults
         self.runner = AgentRunner(
             self.agents,
             self.store,
             self.providers,
             self.bus,
+            self.toolbox,
             max_concurrent=defaults.max_concurrent,
             max_queued=defaults.max_queued,
+            max_rounds=config.tools.max_rounds,
+            max_repeats=config.tools.loop_detection.max_repeats,
         )
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -86,3 +97,21 @@ class Runtime:
             except Exception:
                 log.exception("session maintenance failed")
             await asyncio.sleep(interval)
+
+
+def known_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
+    """Every secret the gateway holds: its token or password (configured, from the environment,
+    or generated: ``extra``), each provider's API key and header values."""
+    yield from extra
+    auth = config.gateway.auth
+    for value in (auth.token, auth.password):
+        if value:
+            yield value
+    for name in ("OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD"):
+        value = os.environ.get(name)
+        if value:
+            yield value
+    for provider in config.models.providers.values():
+        if provider.api_key:
+            yield provider.api_key
+        yield from provider.headers.values()

@@ -36,6 +36,9 @@ def chat_config(up: FakeUpstream, **overrides: Any) -> dict[str, Any]:
             "defaults": {"model": "fake/fake-model"},
             "list": [{"id": "main", "default": True}, {"id": "beta"}],
         },
+        # The endpoint's own behaviour, without server tools in every request (their tests turn
+        # them on).
+        "tools": {"profile": "minimal"},
     }
     for key, value in overrides.items():
         config[key] = value

@@ -48,6 +48,7 @@ def model_config(up: FakeUpstream, agents: list[dict[str, Any]] | None = None) -
             }
         },
         "agents": {"defaults": defaults, **({"list": agents} if agents else {})},
+        "tools": {"profile": "minimal"},
     }
 
 

@@ -23,6 +23,12 @@ WEATHER = {
 }
 
 
+TIME = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+
+
 def client(gw: RunningGateway) -> OpenAI:
     return OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0)
 
@@ -72,7 +78,7 @@ def test_streamed_tool_calls(chat_gateway: RunningGateway, upstream: FakeUpstrea
             c.chat.completions.create(
                 model="openclaw",
                 messages=[{"role": "user", "content": "two tools"}],
-                tools=[WEATHER],
+                tools=[WEATHER, TIME],
                 stream=True,
             )
         )

@@ -34,6 +34,7 @@ def anthropic_config(up: FakeUpstream) -> dict:
             }
         },
         "agents": {"defaults": {"model": "claude/claude-test"}},
+        "tools": {"profile": "minimal"},
     }
 
 

@@ -7,8 +7,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from openclaw.errors import InvalidRequestError
-from openclaw.gateway.images import _read_capped, is_public_address
+from openclaw.safe_http import FetchError, is_public_address, read_capped
 
 
 async def test_remote_image_bodies_are_read_whole_and_capped() -> None:
@@ -31,10 +30,10 @@ async def test_remote_image_bodies_are_read_whole_and_capped() -> None:
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/big.png") as resp:
-                assert await _read_capped(resp, 3_000_000) == big
+                assert await read_capped(resp, 3_000_000) == big
             async with session.get(f"http://127.0.0.1:{port}/big.png") as resp:
-                with pytest.raises(InvalidRequestError):
-                    await _read_capped(resp, 1_000_000)
+                with pytest.raises(FetchError):
+                    await read_capped(resp, 1_000_000)
     finally:
         await runner.cleanup()
 

@@ -35,6 +35,9 @@ class ScriptedProvider:
     def supports_images(self, model: str) -> bool:
         return False
 
+    def supports_tools(self, model: str) -> bool:
+        return False
+
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:

@@ -42,7 +42,27 @@ class RunEnded:
     error: OpenClawError | None = None
 
 
-RunEvent = RunStarted | TextDelta | ToolCallDelta | RunEnded
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """A server tool call is about to run (``args`` as the model sent them, redacted)."""
+
+    tool_call_id: str
+    name: str
+    args: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """A server tool call is done; ``summary``: the start of its (redacted) result."""
+
+    tool_call_id: str
+    name: str
+    is_error: bool
+    duration_ms: int
+    summary: str
+
+
+RunEvent = RunStarted | TextDelta | ToolCallDelta | ToolStarted | ToolFinished | RunEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +87,33 @@ def event_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
         return "tool_call", data
     if isinstance(event, RunStarted):
         return "lifecycle", {"phase": "start", "agentId": event.agent_id}
+    if isinstance(event, ToolStarted | ToolFinished):
+        return "tool", tool_data(event)
     out: dict[str, Any] = {"phase": event.phase, "stopReason": event.stop_reason}
     if event.usage is not None:
         out["usage"] = event.usage.as_dict()
     if event.error is not None:
         out["error"] = event.error.message
     return "lifecycle", out
+
+
+def tool_data(event: ToolStarted | ToolFinished) -> dict[str, Any]:
+    """A tool event's ``data``, the same on every door (WebSocket, chat stream extension)."""
+    if isinstance(event, ToolStarted):
+        return {
+            "phase": "start",
+            "toolCallId": event.tool_call_id,
+            "name": event.name,
+            "args": event.args,
+        }
+    return {
+        "phase": "result",
+        "toolCallId": event.tool_call_id,
+        "name": event.name,
+        "isError": event.is_error,
+        "durationMs": event.duration_ms,
+        "summary": event.summary,
+    }
 
 
 @dataclass(eq=False)

@@ -83,19 +83,103 @@ class TurnOutcome:
         return "error" if self.status == "error" else "aborted"
 
 
+@dataclass(frozen=True, slots=True)
+class ToolResultRecord:
+    """One server tool call of a round and what it returned (already redacted)."""
+
+    call: ToolCall
+    text: str
+    is_error: bool
+    duration_ms: int
+
+
+@dataclass(slots=True)
+class ToolRound:
+    """A model call that asked for server tools, and their results."""
+
+    outcome: TurnOutcome
+    results: list[ToolResultRecord]
+
+
+@dataclass(slots=True)
+class RunState:
+    """A whole run: the tool rounds so far and the model call in progress (the last one)."""
+
+    current: TurnOutcome
+    rounds: list[ToolRound] = field(default_factory=list)
+    # The last answer's server calls, when it also called client tools (the run ends there).
+    final_results: list[ToolResultRecord] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """Every call's text in order, a blank line between two non-empty ones: what the
+        stream showed."""
+        return "\n\n".join(
+            t for t in (*(r.outcome.text for r in self.rounds), self.current.text) if t
+        )
+
+    @property
+    def usage(self) -> Usage | None:
+        usages = [u for u in (*(r.outcome.usage for r in self.rounds), self.current.usage) if u]
+        if not usages:
+            return None
+        total = usages[0]
+        for u in usages[1:]:
+            total = total + u
+        return total
+
+
+def _assistant(outcome: TurnOutcome, calls: tuple[ToolCall, ...], run_id: str) -> TranscriptRecord:
+    meta: dict[str, object] = {}
+    if calls:
+        meta["toolCalls"] = [call.as_dict() for call in calls]
+    if outcome.usage is not None and outcome.usage.estimated:
+        meta["usageEstimated"] = True
+    if outcome.error is not None:
+        err = outcome.error
+        meta["error"] = {"type": err.error_type, "code": err.code, "message": err.message}
+    return TranscriptRecord(
+        role="assistant",
+        content=outcome.text,
+        timestamp=time.time(),
+        run_id=run_id,
+        usage=outcome.usage,
+        stop_reason=outcome.stop_reason,
+        model=outcome.ref,
+        meta=meta or None,
+    )
+
+
+def _tool_result(result: ToolResultRecord, run_id: str) -> TranscriptRecord:
+    return TranscriptRecord(
+        role="tool",
+        content=result.text,
+        timestamp=time.time(),
+        run_id=run_id,
+        meta={
+            "toolCallId": result.call.id,
+            "toolName": result.call.name,
+            "arguments": result.call.arguments,
+            "isError": result.is_error,
+            "durationMs": result.duration_ms,
+        },
+    )
+
+
 def transcript_turn(
     key: str,
     agent_id: str,
     ephemeral: bool,
     *,
     inputs: Sequence[ChatMessage],
-    outcome: TurnOutcome,
+    state: RunState,
     run_id: str,
     started: float,
     reset_to: list[ChatMessage] | None,
 ) -> Turn:
     """The run's transcript write: a history reset when the client's history replaced the
-    stored one (``reset_to``), the turn's input messages, the assistant's reply."""
+    stored one (``reset_to``), the turn's input messages, then each tool round (the assistant's
+    message with its calls, each call's result) and the last answer."""
     records: list[TranscriptRecord] = []
     if reset_to is not None:
         records.append(reset_record(reset_to, started, run_id))
@@ -109,32 +193,17 @@ def transcript_turn(
                 meta={"toolCallId": part.tool_call_id} if part.tool_call_id else None,
             )
         )
-    meta: dict[str, object] = {}
-    calls = outcome.tool_calls.calls()
-    if calls:
-        meta["toolCalls"] = [call.as_dict() for call in calls]
-    if outcome.usage is not None and outcome.usage.estimated:
-        meta["usageEstimated"] = True
-    if outcome.error is not None:
-        err = outcome.error
-        meta["error"] = {"type": err.error_type, "code": err.code, "message": err.message}
-    records.append(
-        TranscriptRecord(
-            role="assistant",
-            content=outcome.text,
-            timestamp=time.time(),
-            run_id=run_id,
-            usage=outcome.usage,
-            stop_reason=outcome.stop_reason,
-            model=outcome.ref,
-            meta=meta or None,
-        )
-    )
+    for round_ in state.rounds:
+        records.append(_assistant(round_.outcome, round_.outcome.tool_calls.calls(), run_id))
+        records.extend(_tool_result(r, run_id) for r in round_.results)
+    final = state.current
+    records.append(_assistant(final, final.tool_calls.calls(), run_id))
+    records.extend(_tool_result(r, run_id) for r in state.final_results)
     return Turn(
         key=key,
         agent_id=agent_id,
         ephemeral=ephemeral,
         records=tuple(records),
-        model=outcome.ref,
-        usage=outcome.usage,
+        model=final.ref,
+        usage=state.usage,
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from openclaw.config import defaults as d
-from openclaw.config.schema import Config, ModelRef
+from openclaw.config.schema import AgentToolsConfig, Config, ModelRef
 from openclaw.errors import ModelNotFoundError
 from openclaw.sessions.keys import Target, normalize_agent_id, resolve_target
 
@@ -27,6 +28,7 @@ class Agent:
     bootstrap_max_chars: int
     max_history_messages: int
     max_history_tokens: int | None
+    tools: AgentToolsConfig | None = None  # the agent's own narrowing of the tools
 
 
 def default_model(config: Config) -> ModelRef:
@@ -62,6 +64,7 @@ class AgentRegistry:
                 bootstrap_max_chars=defaults.bootstrap_max_chars,
                 max_history_messages=defaults.max_history_messages,
                 max_history_tokens=defaults.max_history_tokens,
+                tools=entry.tools,
             )
         if not agents:
             agents[d.DEFAULT_AGENT_ID] = Agent(
@@ -96,6 +99,9 @@ class AgentRegistry:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(self._agents)
+
+    def __iter__(self) -> Iterator[Agent]:
+        return iter(self._agents.values())
 
     def get(self, agent_id: str | None) -> Agent:
         """The agent for ``agent_id`` (normalised); ``None`` means the default agent."""

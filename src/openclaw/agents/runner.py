@@ -16,18 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from openclaw.agents.admission import Admission, SessionLocks
 from openclaw.agents.events import EventBus, RunEnded, RunEvent, RunStarted
 from openclaw.agents.history import Reconciled, apply_budget, reconcile, to_messages
-from openclaw.agents.outcome import TurnOutcome, transcript_turn
+from openclaw.agents.outcome import (
+    RunState,
+    ToolResultRecord,
+    ToolRound,
+    TurnOutcome,
+    transcript_turn,
+)
 from openclaw.agents.prompts import BootstrapCache, system_prompt
 from openclaw.agents.registry import Agent, AgentRegistry
+from openclaw.agents.tool_calls import ClientCallFilter, ServerCalls
+from openclaw.config import defaults as d
 from openclaw.errors import (
     InternalError,
+    InvalidRequestError,
     OpenClawError,
     StoreUnavailableError,
     UnsupportedError,
@@ -49,11 +59,17 @@ from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import SessionStore, Turn
 from openclaw.sessions.keys import Target
+from openclaw.tools.registry import AgentTools, Toolbox
 
 log = get_logger("runner")
 
 # Records read per run beyond the message budget, to see a history-reset marker in the tail.
 HISTORY_SLACK = 8
+NO_TOOLS = AgentTools.of(())
+LIMIT_NOTE = (
+    "[gateway] This run has reached its limit of {n} tool rounds. Answer now, without calling "
+    "tools, from what you have."
+)
 # Writes of aborted and failed runs trail them (nobody waits for their answer), but only this
 # far: beyond it new runs wait for the disk, so a burst cannot grow memory without bound.
 MAX_PENDING_WRITES = 4096
@@ -103,19 +119,21 @@ class Prepared:
     request: ModelRequest
     refs: tuple[str, ...]  # the primary model, then its fallbacks
     reset_to: list[ChatMessage] | None  # the history recorded as replacing the stored one
+    tools: AgentTools  # the server tools offered (none for a model that cannot call tools)
+    client_names: frozenset[str]  # the request's own tools: their calls go back to the client
 
     @property
     def target(self) -> Target:
         return self.params.target
 
-    def turn(self, outcome: TurnOutcome) -> Turn:
+    def turn(self, state: RunState) -> Turn:
         params = self.params
         return transcript_turn(
             params.target.key,
             self.agent.id,
             params.target.ephemeral,
             inputs=(*params.preceding, params.message),
-            outcome=outcome,
+            state=state,
             run_id=params.run_id,
             started=self.started,
             reset_to=self.reset_to,
@@ -129,14 +147,20 @@ class AgentRunner:
         store: SessionStore,
         providers: ProviderRegistry,
         bus: EventBus,
+        toolbox: Toolbox,
         *,
         max_concurrent: int,
         max_queued: int,
+        max_rounds: int = d.TOOLS_MAX_ROUNDS,
+        max_repeats: int = d.TOOLS_LOOP_MAX_REPEATS,
     ) -> None:
         self.agents = agents
         self.store = store
         self.providers = providers
         self.bus = bus
+        self.toolbox = toolbox
+        self.max_rounds = max_rounds
+        self.max_repeats = max_repeats
         self._locks = SessionLocks()
         self._admission = Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
@@ -230,15 +254,17 @@ class AgentRunner:
             messages.append(ChatMessage(role="system", content=system))
         messages += [*history, *params.preceding, params.message]
         refs = (agent.model.primary, *agent.model.fallbacks)
-        self._check_capabilities(agent, refs[0], params)
+        server = self._server_tools(agent, refs[0], params)
         request = ModelRequest(
             model="",
             messages=messages,
             sampling=params.sampling,
-            tools=params.tools,
+            tools=(*server.definitions, *params.tools),
             tool_choice=params.tool_choice,
         )
-        return Prepared(agent, params, started, request, refs, history if merged.diverged else None)
+        client_names = frozenset(t.name for t in params.tools)
+        reset_to = history if merged.diverged else None
+        return Prepared(agent, params, started, request, refs, reset_to, server, client_names)
 
     async def _history(self, agent: Agent, params: RunParams) -> Reconciled:
         """The stored transcript, reconciled with the client's history if it sent one."""
@@ -256,19 +282,28 @@ class AgentRunner:
             return Reconciled(stored, False)
         return reconcile(stored, list(params.history), (*params.preceding, params.message))
 
-    def _check_capabilities(self, agent: Agent, ref: str, params: RunParams) -> None:
-        """Refuse what the agent's model cannot take, before calling it."""
-        if not (params.message.has_images or params.tools):
-            return
+    def _server_tools(self, agent: Agent, ref: str, params: RunParams) -> AgentTools:
+        """The agent's tools when its model can call tools; refuse what the model cannot take
+        (images, client tools) and client tools named like server tools, before calling it."""
         provider, model, _ = self.providers.resolve(ref)
         if params.message.has_images and not provider.supports_images(model):
             raise UnsupportedError(
                 f"The model `{ref}` of agent `{agent.id}` cannot take images.", param="messages"
             )
-        if params.tools and not provider.supports_tools(model):
+        can_call = provider.supports_tools(model)
+        if params.tools and not can_call:
             raise UnsupportedError(
                 f"The model `{ref}` of agent `{agent.id}` cannot call client tools.", param="tools"
             )
+        server = self.toolbox.for_agent(agent.id) if can_call else NO_TOOLS
+        clash = sorted(t.name for t in params.tools if t.name in server)
+        if clash:
+            raise InvalidRequestError(
+                f"The request's tools {', '.join(f'`{n}`' for n in clash)} have the names of "
+                f"server tools of agent `{agent.id}`; rename them.",
+                param="tools",
+            )
+        return server
 
     # --- call model, outcome, persist --------------------------------------------------------
 
@@ -277,69 +312,157 @@ class AgentRunner:
     ) -> AsyncGenerator[RunEvent | RunResult, None]:
         agent, target, run_id = prepared.agent, prepared.target, prepared.params.run_id
         yield RunStarted(agent.id)
-        outcome = TurnOutcome(prepared.refs[0])
+        state = RunState(TurnOutcome(prepared.refs[0]))
         try:
-            async for delta in self._call_model(prepared, outcome, deltas):
-                yield delta
-            if outcome.usage is None:
-                provider, model, _ = self.providers.resolve(outcome.ref)
-                messages = prepared.request.messages
-                outcome.usage = await provider.count_tokens(model, messages, outcome.text)
-            outcome.status = "done"
+            async for event in self._rounds(prepared, state, deltas):
+                yield event
+            state.current.status = "done"
         except OpenClawError as exc:
-            outcome.fail(exc)
-            yield self._ended(outcome)
+            state.current.fail(exc)
+            yield self._ended(state)
             raise
         except Exception as exc:
             # A bug or an upstream oddity, not the client leaving: recorded as an error.
             error = InternalError()
-            outcome.fail(error)
+            state.current.fail(error)
             log.exception("run failed", extra={"run_id": run_id})
-            yield self._ended(outcome)
+            yield self._ended(state)
             raise error from exc
         finally:
-            if outcome.status != "done":
+            if state.current.status != "done":
                 # Nobody waits for a failed or abandoned run's answer: its turn is stored in
                 # the background, and the next run on the key waits for it (``_pending``).
-                self._persist_in_background(prepared.turn(outcome))
-                if outcome.status == "running":  # cancelled: the client left
-                    outcome.status = "aborted"
-                    self.bus.publish(run_id, target.key, self._ended(outcome))
+                self._persist_in_background(prepared.turn(state))
+                if state.current.status == "running":  # cancelled: the client left
+                    state.current.status = "aborted"
+                    self.bus.publish(run_id, target.key, self._ended(state))
         # Durable before answered: the result (and with it the reply's final bytes on every
         # door) goes out only once the turn is committed, so a client that was answered never
         # finds the turn missing after a crash.  Deltas have already gone out as they came.
         try:
-            await self._commit(prepared.turn(outcome))
+            await self._commit(prepared.turn(state))
         except OpenClawError as exc:
-            outcome.fail(exc)
-            yield self._ended(outcome)
+            state.current.fail(exc)
+            yield self._ended(state)
             raise
         except asyncio.CancelledError:
             # The client left during the wait: its turn is kept as done (the write goes on,
             # shielded), and the run ends normally for the observers.
-            self.bus.publish(run_id, target.key, self._ended(outcome))
+            self.bus.publish(run_id, target.key, self._ended(state))
             raise
-        yield self._ended(outcome)
-        assert outcome.usage is not None
+        yield self._ended(state)
+        final = state.current
+        client_calls = tuple(c for c in final.tool_calls.calls() if c.name in prepared.client_names)
+        usage = state.usage
+        assert usage is not None
         yield RunResult(
-            run_id,
-            target.key,
-            agent.id,
-            outcome.text,
-            outcome.usage,
-            outcome.finish,
-            outcome.ref,
-            outcome.tool_calls.calls(),
+            run_id, target.key, agent.id, state.text, usage, final.finish, final.ref, client_calls
         )
 
-    async def _call_model(
-        self, prepared: Prepared, outcome: TurnOutcome, deltas: bool
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta, None]:
-        """The model's answer into ``outcome``, under the agent's deadline; deltas as they come
-        (with ``deltas`` False the backend may answer in one piece)."""
+    async def _rounds(
+        self, prepared: Prepared, state: RunState, deltas: bool
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Model calls until an answer calls no server tool (or the round limit is reached):
+        each answer's server calls run, their results go back to the model."""
         agent = prepared.agent
         deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
-        stream = self.providers.stream(list(prepared.refs), prepared.request, deltas=deltas)
+        calls = ServerCalls(
+            self.toolbox,
+            prepared.tools,
+            self.toolbox.context(agent, prepared.target.key),
+            max_repeats=self.max_repeats,
+        )
+        request = prepared.request
+        for number in itertools.count():
+            last = number >= self.max_rounds
+            if last:
+                # One last call, told to answer without tools.
+                note = ChatMessage("user", LIMIT_NOTE.format(n=self.max_rounds))
+                request = replace(request, messages=[*request.messages, note], tool_choice="none")
+            outcome = state.current
+            earlier_text = any(r.outcome.text for r in state.rounds)
+            shown = ClientCallFilter(prepared.client_names)
+            async for delta in self._call_model(prepared, request, outcome, deltas, deadline):
+                if isinstance(delta, TextDelta):
+                    if earlier_text:
+                        # Rounds' texts are joined by a blank line, in the stream as in the reply.
+                        earlier_text = False
+                        yield TextDelta("\n\n")
+                    yield delta
+                elif (mine := shown(delta)) is not None:
+                    yield mine
+            if outcome.usage is None:
+                provider, model, _ = self.providers.resolve(outcome.ref)
+                outcome.usage = await provider.count_tokens(model, request.messages, outcome.text)
+            answer = outcome.tool_calls.calls()
+            server = [c for c in answer if c.name not in prepared.client_names]
+            if last or not server:
+                return
+            results: list[ToolResultRecord] = []
+            async for event in self._run_tools(calls, server, deadline, results, agent):
+                yield event
+            if len(server) < len(answer):
+                # Client calls too: the run ends with them, after the server calls ran.
+                state.final_results = results
+                return
+            outcome.status = "done"
+            state.rounds.append(ToolRound(outcome, results))
+            state.current = TurnOutcome(prepared.refs[0])
+            reply = ChatMessage("assistant", outcome.text, tool_calls=answer)
+            fed = [
+                ChatMessage("tool", r.text, name=r.call.name, tool_call_id=r.call.id)
+                for r in results
+            ]
+            request = replace(request, messages=[*request.messages, reply, *fed])
+
+    async def _run_tools(
+        self,
+        calls: ServerCalls,
+        server: list[ToolCall],
+        deadline: float,
+        results: list[ToolResultRecord],
+        agent: Agent,
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Run one answer's server calls concurrently; their events as they start and end, their
+        results into ``results`` in the order of the calls.  Cancelled (the client left, the
+        deadline passed): every call still running is cancelled (a command's whole process
+        group killed)."""
+        for call in server:
+            yield calls.started(call)
+        tasks = [asyncio.create_task(calls.run(call)) for call in server]
+        try:
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            # as_completed's own timeout: a deadline around the yields would cancel whatever
+            # the consumer awaits between them.
+            for next_done in asyncio.as_completed(tasks, timeout=remaining):
+                try:
+                    done = await next_done
+                except TimeoutError:
+                    raise UpstreamTimeoutError(
+                        f"The run exceeded the agent's timeout of {agent.timeout_seconds} s "
+                        "while tools ran."
+                    ) from None
+                yield calls.finished(done)
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        results.extend(t.result() for t in tasks)
+
+    async def _call_model(
+        self,
+        prepared: Prepared,
+        request: ModelRequest,
+        outcome: TurnOutcome,
+        deltas: bool,
+        deadline: float,
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta, None]:
+        """One model call's answer into ``outcome``, under the run's deadline; deltas as they
+        come (with ``deltas`` False the backend may answer in one piece)."""
+        agent = prepared.agent
+        stream = self.providers.stream(list(prepared.refs), request, deltas=deltas)
         try:
             async with contextlib.aclosing(stream) as events:
                 if not deltas:
@@ -369,12 +492,13 @@ class AgentRunner:
             ) from None
 
     @staticmethod
-    def _ended(outcome: TurnOutcome) -> RunEnded:
+    def _ended(state: RunState) -> RunEnded:
+        outcome, usage = state.current, state.usage
         if outcome.status == "done":
-            return RunEnded("end", outcome.stop_reason, outcome.usage)
+            return RunEnded("end", outcome.stop_reason, usage)
         if outcome.status == "error":
-            return RunEnded("error", outcome.stop_reason, outcome.usage, outcome.error)
-        return RunEnded("aborted", outcome.stop_reason, outcome.usage)
+            return RunEnded("error", outcome.stop_reason, usage, outcome.error)
+        return RunEnded("aborted", outcome.stop_reason, usage)
 
     def _queue(self, turn: Turn) -> asyncio.Future[None]:
         """Hand ``turn`` to the store.  The next run on the key waits for the write before

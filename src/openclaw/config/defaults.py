@@ -38,3 +38,18 @@ LOCAL_CONTEXT_SIZE = 4096
 EPHEMERAL_MAX_AGE_MS = 24 * 3600 * 1000
 EPHEMERAL_MAX_COUNT = 1000
 MAINTENANCE_INTERVAL_MS = 10 * 60 * 1000
+
+TOOLS_PROFILE = "coding"
+TOOLS_MAX_ROUNDS = 16
+TOOLS_LOOP_MAX_REPEATS = 3
+EXEC_ALLOW = ("ls", "cat", "head", "tail", "wc", "grep", "echo", "date", "pwd")
+EXEC_TIMEOUT_SECONDS = 60.0
+EXEC_MAX_OUTPUT_CHARS = 200_000
+WEB_FETCH_TIMEOUT_SECONDS = 30.0
+WEB_FETCH_MAX_CHARS = 50_000
+WEB_FETCH_MAX_BYTES = 2_000_000
+WEB_FETCH_MAX_REDIRECTS = 3
+WEB_FETCH_CACHE_SECONDS = 900
+# POST /tools/invoke: tools that change the host stay off the HTTP door unless allowed there.
+HTTP_TOOLS_DENY = ("exec", "write", "edit", "apply_patch", "sessions_send", "sessions_spawn")
+TOOLS_INVOKE_MAX_BODY_BYTES = 2 * 1024 * 1024

@@ -56,6 +56,9 @@ class ImagesConfig(_Model):
 
 class ChatCompletionsConfig(_Model):
     enabled: bool = False
+    # Tool progress as extra chunks (`openclaw_tool`) in the stream, for every request; a request
+    # can ask for it alone with the header `x-openclaw-tool-events: 1`.
+    tool_events: bool = False
     max_body_bytes: PositiveInt = d.MAX_BODY_BYTES
     max_image_parts: NonNegInt = d.MAX_IMAGE_PARTS
     max_total_image_bytes: PositiveInt = d.MAX_TOTAL_IMAGE_BYTES
@@ -72,11 +75,20 @@ class HttpConfig(_Model):
     sse_keepalive_ms: PositiveInt = d.SSE_KEEPALIVE_MS
 
 
+class GatewayToolsConfig(_Model):
+    """``POST /tools/invoke``'s own deny list, on top of each agent's policy: ``deny`` adds to
+    the default list (tools that change the host), ``allow`` takes names off it."""
+
+    allow: list[str] = []
+    deny: list[str] = []
+
+
 class GatewayConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = d.GATEWAY_PORT
     bind: str = "loopback"
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
+    tools: GatewayToolsConfig = GatewayToolsConfig()
     shutdown_timeout_ms: PositiveInt = d.SHUTDOWN_TIMEOUT_MS
 
     @field_validator("bind")
@@ -126,6 +138,17 @@ class AgentDefaults(_Model):
     max_queued: NonNegInt = d.MAX_QUEUED_RUNS
 
 
+ToolProfile = Literal["minimal", "coding", "messaging", "full"]
+
+
+class AgentToolsConfig(_Model):
+    """An agent's own narrowing of the tools (``agents.list[].tools``)."""
+
+    profile: ToolProfile | None = None
+    allow: list[str] | None = None
+    deny: list[str] = []
+
+
 class AgentEntry(_Model):
     id: Annotated[str, Field(min_length=1)]
     name: str | None = None
@@ -133,6 +156,7 @@ class AgentEntry(_Model):
     model: ModelRef | None = None
     workspace: str | None = None
     system_prompt: str | None = None
+    tools: AgentToolsConfig = AgentToolsConfig()
 
 
 class AgentsConfig(_Model):
@@ -146,6 +170,8 @@ class ProviderModel(_Model):
     context_window: PositiveInt | None = None
     max_tokens: PositiveInt | None = None
     input: list[Literal["text", "image"]] = ["text"]
+    # Whether the model can call tools; unset: yes for the HTTP APIs, no for the local model.
+    tools: bool | None = None
 
 
 class ProviderConfig(_Model):
@@ -176,6 +202,48 @@ class ModelsConfig(_Model):
     providers: dict[str, ProviderConfig] = {}
 
 
+class LoopDetectionConfig(_Model):
+    # The same tool with the same arguments more often than this in one run is answered with an
+    # error result instead of running again.
+    max_repeats: PositiveInt = d.TOOLS_LOOP_MAX_REPEATS
+
+
+class FsToolsConfig(_Model):
+    # File tools (and exec's path arguments) stay inside the agent's workspace.
+    workspace_only: bool = True
+
+
+class ExecConfig(_Model):
+    security: Literal["deny", "allowlist", "full"] = "allowlist"
+    allow: list[str] = list(d.EXEC_ALLOW)
+    timeout_seconds: Annotated[float, Field(gt=0)] = d.EXEC_TIMEOUT_SECONDS
+    max_output_chars: PositiveInt = d.EXEC_MAX_OUTPUT_CHARS
+
+
+class WebFetchConfig(_Model):
+    timeout_seconds: Annotated[float, Field(gt=0)] = d.WEB_FETCH_TIMEOUT_SECONDS
+    max_chars: PositiveInt = d.WEB_FETCH_MAX_CHARS
+    max_bytes: PositiveInt = d.WEB_FETCH_MAX_BYTES
+    max_redirects: NonNegInt = d.WEB_FETCH_MAX_REDIRECTS
+    cache_seconds: NonNegInt = d.WEB_FETCH_CACHE_SECONDS
+    # Private, loopback and link-local addresses are refused (the SSRF guard); a gateway meant to
+    # read an intranet says so here.
+    allow_private_network: bool = False
+
+
+class ToolsConfig(_Model):
+    """The server-side tools every agent may use (``tools``); see the README's Tools section."""
+
+    profile: ToolProfile = d.TOOLS_PROFILE  # type: ignore[assignment]
+    allow: list[str] | None = None
+    deny: list[str] = []
+    max_rounds: PositiveInt = d.TOOLS_MAX_ROUNDS
+    loop_detection: LoopDetectionConfig = LoopDetectionConfig()
+    fs: FsToolsConfig = FsToolsConfig()
+    exec: ExecConfig = ExecConfig()
+    web_fetch: WebFetchConfig = WebFetchConfig()
+
+
 class MaintenanceConfig(_Model):
     """Retention of per-request (ephemeral) sessions."""
 
@@ -199,3 +267,4 @@ class Config(_Model):
     agents: AgentsConfig = AgentsConfig()
     models: ModelsConfig = ModelsConfig()
     session: SessionConfig = SessionConfig()
+    tools: ToolsConfig = ToolsConfig()

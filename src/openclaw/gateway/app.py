@@ -54,7 +54,7 @@ def create_app(
         state_dir=state,
         secret=secret,
         auth=Authenticator(secret, config.gateway.auth.rate_limit),
-        runtime=Runtime(config, state),
+        runtime=Runtime(config, state, secrets=[secret.secret] if secret.secret else []),
     )
 
     routes: list[BaseRoute] = [

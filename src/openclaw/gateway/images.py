@@ -1,20 +1,15 @@
 """Images in the active user turn: ``data:`` URIs checked by content, and (only when enabled)
-remote URLs fetched safely: http/https, optional host allowlist, bounded redirects, size and time,
-never to a private, loopback, link-local or otherwise non-public address."""
+remote URLs fetched through ``safe_http``'s guard: http/https, optional host allowlist, bounded
+redirects, size and time, never to a private, loopback, link-local or other non-public address."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
-import ipaddress
-import socket
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
+from openclaw import safe_http
 from openclaw.config.schema import ChatCompletionsConfig, ImagesConfig
 from openclaw.errors import InvalidRequestError
 from openclaw.messages import ImagePart
@@ -65,132 +60,19 @@ def decode_data_uri(url: str, cfg: ImagesConfig) -> ImagePart:
     return _checked(data, declared, cfg)
 
 
-# IPv6 forms that carry an IPv4 address inside (NAT64, 6to4, IPv4-compatible): refused outright
-# rather than trusted to route where they seem to.
-_EMBEDDING_V4 = (
-    ipaddress.ip_network("64:ff9b::/96"),
-    ipaddress.ip_network("64:ff9b:1::/48"),
-    ipaddress.ip_network("2002::/16"),
-    ipaddress.ip_network("::/96"),
-)
-
-
-def is_public_address(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif any(ip in net for net in _EMBEDDING_V4):
-            return False
-    return ip.is_global and not ip.is_multicast
-
-
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves names and keeps only public addresses, so the address checked is the address
-    connected to (no re-resolution between check and connect)."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
-        out: list[ResolveResult] = []
-        for fam, _, proto, _, sockaddr in infos:
-            addr = str(sockaddr[0])
-            if not is_public_address(addr):
-                continue
-            out.append(
-                {
-                    "hostname": host,
-                    "host": addr,
-                    "port": int(sockaddr[1]),
-                    "family": fam,
-                    "proto": proto,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            )
-        if not out:
-            raise OSError(f"{host} resolves to no public address")
-        return out
-
-    async def close(self) -> None:
-        return None
-
-
-def _allowed_host(host: str, allowlist: list[str]) -> bool:
-    if not allowlist:
-        return True
-    host = host.lower().rstrip(".")
-    for entry in allowlist:
-        entry = entry.lower().rstrip(".")
-        if entry.startswith("*.") and (host.endswith(entry[1:]) or host == entry[2:]):
-            return True
-        if host == entry:
-            return True
-    return False
-
-
-def _check_url(url: str, cfg: ImagesConfig) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequestError(INVALID, param="messages")
-    if not _allowed_host(parts.hostname, cfg.url_allowlist):
-        raise InvalidRequestError(
-            f"Image host `{parts.hostname}` is not in the allowlist.", param="messages"
-        )
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return
-    if not is_public_address(str(literal)):
-        raise InvalidRequestError("Image URLs may not name private addresses.", param="messages")
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, refused as soon as it passes ``limit`` (declared or actual)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise InvalidRequestError(
-            f"An image is larger than the limit of {limit} bytes.", param="messages"
-        )
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        total += len(chunk)
-        if total > limit:
-            raise InvalidRequestError(
-                f"An image is larger than the limit of {limit} bytes.", param="messages"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def fetch_image(url: str, cfg: ImagesConfig) -> ImagePart:
-    """Fetch a remote image within the configured limits."""
-    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=2)
+    """Fetch a remote image within the configured limits (``safe_http``'s guard)."""
     try:
-        # One deadline for the image, redirects included.
-        async with (
-            asyncio.timeout(cfg.timeout_ms / 1000),
-            aiohttp.ClientSession(connector=connector) as session,
-        ):
-            for _ in range(cfg.max_redirects + 1):
-                _check_url(url, cfg)
-                async with session.get(url, allow_redirects=False) as resp:
-                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        url = urljoin(url, resp.headers["Location"])
-                        continue
-                    if resp.status != 200:
-                        raise InvalidRequestError(
-                            f"Fetching an image failed with HTTP {resp.status}.", param="messages"
-                        )
-                    data = await _read_capped(resp, cfg.max_bytes)
-                    declared = resp.headers.get("Content-Type", "").split(";")[0].strip() or None
-                    return _checked(data, declared, cfg)
-            raise InvalidRequestError("Too many redirects fetching an image.", param="messages")
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise InvalidRequestError(
-            f"Could not fetch an image: {type(exc).__name__}.", param="messages"
-        ) from None
+        got = await safe_http.fetch(
+            url,
+            max_bytes=cfg.max_bytes,
+            timeout=cfg.timeout_ms / 1000,
+            max_redirects=cfg.max_redirects,
+            allowlist=cfg.url_allowlist,
+        )
+    except safe_http.FetchError as exc:
+        raise InvalidRequestError(f"Could not fetch an image: {exc}", param="messages") from None
+    return _checked(got.data, got.content_type or None, cfg)
 
 
 async def load_images(urls: list[str], cfg: ChatCompletionsConfig) -> list[ImagePart]:

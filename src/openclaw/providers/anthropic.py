@@ -147,9 +147,6 @@ class AnthropicProvider(HttpProviderBase):
         self._headers = headers
         self._max_tokens = {m.id: m.max_tokens for m in cfg.models if m.max_tokens}
 
-    def supports_tools(self, model: str) -> bool:
-        return True
-
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:

@@ -25,9 +25,14 @@ class HttpProviderBase:
             sock_read=cfg.timeout_seconds or d.PROVIDER_READ_TIMEOUT_SECONDS,
         )
         self._image_models = {m.id for m in cfg.models if "image" in m.input}
+        # Models of the HTTP APIs call tools unless their entry says ``tools: false``.
+        self._no_tool_models = {m.id for m in cfg.models if m.tools is False}
 
     def supports_images(self, model: str) -> bool:
         return model in self._image_models
+
+    def supports_tools(self, model: str) -> bool:
+        return model not in self._no_tool_models
 
     @property
     def session(self) -> aiohttp.ClientSession:

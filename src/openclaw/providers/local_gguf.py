@@ -113,7 +113,8 @@ class LocalGgufProvider:
         return False
 
     def supports_tools(self, model: str) -> bool:
-        return False
+        # Not by default (the packaged model is a base model that cannot); only if configured.
+        return any(m.id == model and m.tools for m in self.cfg.models)
 
     def _load_sync(self) -> Any:
         started = time.perf_counter()

@@ -150,9 +150,6 @@ class OpenAICompatProvider(HttpProviderBase):
     """Streams from ``<baseUrl>/chat/completions``; a non-streaming call when the caller needs no
     deltas (one JSON document is cheaper than parsing an event stream)."""
 
-    def supports_tools(self, model: str) -> bool:
-        return True
-
     def __init__(self, name: str, cfg: ProviderConfig) -> None:
         super().__init__(name, cfg)
         assert cfg.base_url is not None

@@ -1,0 +1,1 @@
+"""The built-in tools, one module each (a new tool is one file, listed in ``registry``)."""

@@ -1,0 +1,38 @@
+"""``memory_search``: keyword search over the agent's memory files."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from pydantic import Field
+
+from openclaw.tools.base import Args, Tool, ToolContext, ToolResult
+
+
+class MemorySearchArgs(Args):
+    query: str = Field(min_length=1, description="What to look for.")
+    max_results: int = Field(5, alias="maxResults", ge=1, le=50, description="Hits to return.")
+    min_score: float = Field(
+        0.0, alias="minScore", ge=0, le=1, description="Leave out hits scoring below this (0-1)."
+    )
+
+
+async def run(args: MemorySearchArgs, ctx: ToolContext) -> ToolResult:
+    index = ctx.memory.get(ctx.agent_id, ctx.workspace)
+    hits = await asyncio.to_thread(index.search, args.query, args.max_results, args.min_score)
+    results = [hit.as_dict() for hit in hits]
+    body = {"results": results, "provider": "fts5", "model": "bm25"}
+    return ToolResult(orjson.dumps(body).decode(), details={"hits": len(results)})
+
+
+TOOL = Tool(
+    name="memory_search",
+    group="memory",
+    description=(
+        "Search the agent's memory (MEMORY.md and memory/*.md in its workspace) by keywords; "
+        "returns matching passages with their paths and line numbers."
+    ),
+    args=MemorySearchArgs,
+    run=run,
+)

@@ -1,0 +1,37 @@
+"""The gateway's known secrets (its token or password, every provider's API key and header
+values), cut out of everything a tool returns before the model, a transcript or a client sees
+it, and out of the environment of the commands it runs."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+MASK = "[REDACTED]"
+# Shorter values ("none", "x") are placeholders, not secrets; masking them would mangle text.
+MIN_SECRET_LENGTH = 8
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        self.secrets = frozenset(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+        # Longest first, so a secret containing another is masked whole.
+        ordered = sorted(self.secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (this process's environment) without the gateway's credentials: every
+        ``OPENCLAW_*`` variable, and any variable whose value holds a known secret."""
+        env = dict(os.environ if base is None else base)
+        return {
+            name: value
+            for name, value in env.items()
+            if not name.startswith("OPENCLAW_")
+            and not (self._pattern is not None and self._pattern.search(value))
+        }

@@ -1,0 +1,143 @@
+"""Commands for ``exec``: the allowlist check (parsed without a shell: no pipes, redirects,
+chaining or substitutions; an allowed program; every path argument inside the workspace) and the
+run itself, in a process group of its own that is killed whole on timeout or cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from openclaw.tools.base import ToolError
+
+_OPERATOR_CHARS = frozenset(";&|<>()")
+FULL_MODE_HINT = 'needs tools.exec.security "full"'
+
+
+def allowlisted_argv(
+    command: str, allow: Sequence[str], workspace: Path, cwd: Path, *, workspace_only: bool
+) -> list[str]:
+    """``command`` as an argv to run without a shell; ToolError saying why it may not run."""
+    if "`" in command or "$(" in command or "${" in command or "\n" in command:
+        raise ToolError(f"Command substitution and newlines are not allowed ({FULL_MODE_HINT}).")
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        argv = list(lexer)
+    except ValueError as exc:
+        raise ToolError(f"The command cannot be parsed: {exc}.") from None
+    if not argv:
+        raise ToolError("The command is empty.")
+    for token in argv:
+        if token and set(token) <= _OPERATOR_CHARS:
+            raise ToolError(
+                f"Pipes, redirects and chaining (`{token}`) are not allowed ({FULL_MODE_HINT})."
+            )
+    program = argv[0]
+    if "/" in program or program not in allow:
+        raise ToolError(
+            f"`{program}` is not an allowed program; allowed: {', '.join(allow) or 'none'}."
+        )
+    for arg in argv[1:]:
+        _check_path_argument(arg, workspace, cwd, workspace_only=workspace_only)
+    return argv
+
+
+def _check_path_argument(arg: str, workspace: Path, cwd: Path, *, workspace_only: bool) -> None:
+    """An argument that names a path (it has a ``/``, is ``.``/``..``, starts with ``~``, or is
+    an existing entry) must lead inside the workspace, symlinks followed."""
+    if not workspace_only:
+        return
+    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+    if arg.startswith("-") and "=" not in arg:
+        return  # an option
+    if not value:
+        return
+    candidate = cwd / Path(value).expanduser()
+    looks_like_path = "/" in value or value in (".", "..") or value.startswith("~")
+    if not (looks_like_path or candidate.exists() or candidate.is_symlink()):
+        return
+    if not candidate.resolve().is_relative_to(workspace.resolve()):
+        raise ToolError(f"The argument `{arg}` names a path outside the agent's workspace.")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    exit_code: int | None  # None: killed at the timeout
+    output: str
+    truncated: bool
+    duration_ms: int
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - the command's own limit, enforced with its group kill
+    max_chars: int,
+) -> Completed:
+    """Run ``argv`` in a new process group, stdout and stderr together, output capped; the
+    whole group is killed on timeout and when the caller is cancelled."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: one kill reaches its children too
+    )
+    assert proc.stdout is not None
+    chunks: list[bytes] = []
+    kept = 0
+    limit = max_chars * 4  # bytes enough for max_chars characters of any UTF-8 text
+    truncated = False
+
+    async def drain() -> None:
+        nonlocal kept, truncated
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            if kept < limit:
+                chunks.append(chunk[: limit - kept])
+                kept += min(len(chunk), limit - kept)
+            else:
+                truncated = True  # keep reading: a full pipe would stall the command
+
+    exit_code: int | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(drain(), proc.wait())
+        exit_code = proc.returncode
+    except TimeoutError:
+        pass
+    finally:
+        kill_group(proc.pid)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await proc.wait()
+    text = b"".join(chunks).decode("utf-8", "replace")
+    if len(text) > max_chars:
+        text, truncated = text[:max_chars], True
+    return Completed(exit_code, text, truncated, int((time.perf_counter() - started) * 1000))
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL to the process group ``pgid`` (gone already: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def which(program: str, env: Mapping[str, str]) -> str | None:
+    return shutil.which(program, path=env.get("PATH"))
