@@ -8,7 +8,7 @@ edited or regenerated turn); it carries the history that was used, so later turn
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from openclaw.messages import ChatMessage, ImagePart, TextPart, ToolCall
@@ -53,7 +53,14 @@ def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
             continue
         text = _record_text(rec.content)
         if rec.role == "tool":
-            out.append(ChatMessage(role="tool", content=text, tool_call_id=meta.get("toolCallId")))
+            out.append(
+                ChatMessage(
+                    role="tool",
+                    content=text,
+                    name=meta.get("toolName"),
+                    tool_call_id=meta.get("toolCallId"),
+                )
+            )
         elif rec.role == "assistant" and meta.get("toolCalls"):
             calls = tuple(
                 ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
@@ -113,9 +120,15 @@ def reconcile(
 
 
 def apply_budget(
-    history: list[ChatMessage], *, max_messages: int, max_tokens: int | None
+    history: list[ChatMessage],
+    *,
+    max_messages: int,
+    max_tokens: int | None,
+    then: Sequence[ChatMessage] = (),
 ) -> list[ChatMessage]:
-    """Drop the oldest turns until within budget; never start with an assistant turn."""
+    """Drop the oldest turns until within budget; never start with an assistant turn; keep
+    tool calls and results in pairs (``then``: the turn that follows, whose tool results may
+    answer the history's last calls)."""
     kept = history[-max_messages:] if len(history) > max_messages else list(history)
     if max_tokens is not None:
         total = 0
@@ -129,7 +142,37 @@ def apply_budget(
     # History must start at a user turn (never mid tool-exchange or with a reply).
     while kept and kept[0].role != "user":
         kept.pop(0)
-    return kept
+    return paired(kept, then)
+
+
+def paired(history: list[ChatMessage], then: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
+    """Every tool call next to its result: a call without a result (an aborted run, a client
+    that never answered) is left out of its message, a result without its call is dropped; the
+    models' APIs refuse either.  The results of the history's last calls may come in ``then``
+    (a client answering them this turn)."""
+    out: list[ChatMessage] = []
+    i = 0
+    while i < len(history):
+        msg = history[i]
+        i += 1
+        if msg.role == "tool":
+            continue  # not right after its call: an orphan
+        if msg.role != "assistant" or not msg.tool_calls:
+            out.append(msg)
+            continue
+        results = []
+        while i < len(history) and history[i].role == "tool":
+            results.append(history[i])
+            i += 1
+        answered = {r.tool_call_id for r in results}
+        if i == len(history):
+            answered |= {m.tool_call_id for m in then if m.role == "tool"}
+        calls = tuple(c for c in msg.tool_calls if c.id in answered)
+        ids = {c.id for c in calls}
+        if calls or msg.text:
+            out.append(replace(msg, tool_calls=calls))
+        out.extend(r for r in results if r.tool_call_id in ids)
+    return out
 
 
 def _message_dict(msg: ChatMessage) -> dict[str, Any]:

@@ -244,6 +244,7 @@ class AgentRunner:
             merged.history,
             max_messages=agent.max_history_messages,
             max_tokens=agent.max_history_tokens,
+            then=(*params.preceding, params.message),
         )
         bootstrap = self._bootstrap.fresh(agent.workspace)
         if bootstrap is None:
