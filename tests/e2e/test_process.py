@@ -64,7 +64,7 @@ def _check_curl_examples(port: int) -> str:
 @needs_curl
 def test_doc_curl_examples_on_the_embedded_offline_model(spawn) -> None:
     gw = spawn(ENABLED)
-    assert "endpoints: health, ws, chatCompletions, models" in gw.log
+    assert "endpoints: health, ws, toolsInvoke, chatCompletions, models" in gw.log
     assert "auth: token" in gw.log
     text = _check_curl_examples(gw.port)
     assert any(c.isalpha() for c in text)  # real generated words, not a canned string
@@ -226,3 +226,28 @@ def test_graceful_shutdown_lets_a_websocket_run_finish(spawn) -> None:
         assert frame["ok"] is True
         assert frame["payload"]["text"] == "Echo: slow ws"
         assert gw.stop() == 0
+
+
+def test_a_taken_port_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "OPENCLAW_CONFIG_PATH": str(tmp_path / "none.json"),
+            "OPENCLAW_STATE_DIR": str(tmp_path),
+            "OPENCLAW_GATEWAY_TOKEN": TOKEN,
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "openclaw", "gateway", "run", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert "address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from openclaw import __version__, paths
+from openclaw.agents.events import ToolFinished, ToolStarted, tool_data
 from openclaw.agents.runner import RunParams, RunResult
 from openclaw.cli.common import config_option, fail, load
 from openclaw.config.schema import Config
@@ -29,6 +30,7 @@ OPEN_TIMEOUT_SECONDS = 10.0
 # The final response carries the whole reply; a long one must not trip the 1 MiB default.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 EXIT_INTERRUPTED = 130
+TOOL_ARGS_SHOWN = 80
 
 
 class AgentCommandError(Exception):
@@ -60,12 +62,27 @@ class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self._open_line = False
+        self._args: dict[str, Any] = {}
 
     def delta(self, text: str) -> None:
         if self.as_json or not text:
             return
         click.echo(text, nl=False)  # click.echo flushes, so the text shows as it arrives
         self._open_line = True
+
+    def tool(self, data: dict[str, Any]) -> None:
+        """One line per tool call, when it ends: its name, arguments, outcome, duration."""
+        if self.as_json:
+            return
+        if data.get("phase") == "start":
+            self._args[str(data.get("toolCallId"))] = data.get("args")
+            return
+        args = orjson.dumps(self._args.pop(str(data.get("toolCallId")), None)).decode()
+        if len(args) > TOOL_ARGS_SHOWN:
+            args = args[: TOOL_ARGS_SHOWN - 3] + "..."
+        outcome = "error" if data.get("isError") else "ok"
+        self.interrupt()
+        click.echo(f"[tool {data.get('name')} {args}: {outcome}, {data.get('durationMs')} ms]")
 
     def finish(self, result: dict[str, Any]) -> None:
         if self.as_json:
@@ -196,11 +213,13 @@ async def _agent_call(ws: ClientConnection, turn: Turn, out: Output) -> dict[str
         kind = frame.get("type")
         if kind == "event" and frame.get("event") == "agent":
             payload = frame.get("payload")
-            if isinstance(payload, dict) and payload.get("stream") == "assistant":
-                data = payload.get("data")
-                delta = data.get("delta") if isinstance(data, dict) else None
-                if isinstance(delta, str):
-                    out.delta(delta)
+            data = payload.get("data") if isinstance(payload, dict) else None
+            if not isinstance(payload, dict) or not isinstance(data, dict):
+                continue
+            if payload.get("stream") == "assistant" and isinstance(data.get("delta"), str):
+                out.delta(data["delta"])
+            elif payload.get("stream") == "tool":
+                out.tool(data)
         elif kind == "res" and frame.get("id") == "agent":
             payload = frame.get("payload")
             if frame.get("ok") is True and isinstance(payload, dict):
@@ -250,6 +269,8 @@ async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) ->
             async for item in items:
                 if isinstance(item, TextDelta):
                     out.delta(item.text)
+                elif isinstance(item, ToolStarted | ToolFinished):
+                    out.tool(tool_data(item))
                 elif isinstance(item, RunResult):
                     return result_payload(item)
         raise AgentCommandError("the run ended without a result")

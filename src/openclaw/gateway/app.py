@@ -18,6 +18,7 @@ from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secre
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.health import health
 from openclaw.gateway.http.models import ModelsEndpoint
+from openclaw.gateway.http.tools_invoke import ToolsInvokeEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import raise_as_error
@@ -60,6 +61,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
+        Route("/tools/invoke", ToolsInvokeEndpoint(gw), methods=["POST"]),
         WebSocketRoute("/", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]

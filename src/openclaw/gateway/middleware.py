@@ -74,7 +74,7 @@ class GatewayMiddleware:
             elif status:
                 await wire.send_stream_end(err, scope, send_wrapper)
             else:
-                await wire.send_json(err, send_wrapper)
+                await wire.send_json(err, send_wrapper, scope.get("path", ""))
         finally:
             request_id_var.reset(token)
             if access_log.isEnabledFor(20):

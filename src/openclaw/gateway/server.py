@@ -98,7 +98,7 @@ def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
         for sock in srv.sockets:
             host, port = sock.getsockname()[:2]
             addrs.append(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
-    endpoints = ["health", "ws"]
+    endpoints = ["health", "ws", "toolsInvoke"]
     if gw.config.gateway.http.endpoints.chat_completions.enabled:
         endpoints += ["chatCompletions", "models"]
     hint = ""
@@ -127,7 +127,16 @@ async def serve(config: Config, *, state_dir: Path | None = None) -> None:
     app = create_app(config, state_dir=state_dir)
     gw: GatewayState = app.state.gateway
     server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner)
-    task = asyncio.create_task(server.serve())
+
+    async def serve_until_done() -> None:
+        try:
+            await server.serve()
+        except SystemExit:
+            # uvicorn exits when it cannot start (the port is taken, ...), having logged why:
+            # one line for the user, not a traceback.
+            return
+
+    task = asyncio.create_task(serve_until_done())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
     if server.started:

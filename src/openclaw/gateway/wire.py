@@ -87,9 +87,23 @@ def _from_status(exc: HTTPException, scope: Scope) -> OpenClawError:
     return HttpStatusError(exc.detail, exc.status_code, headers=headers)
 
 
-async def send_json(err: OpenClawError, send: Send) -> None:
-    """``err`` as a whole HTTP response: status, headers and the OpenAI error body."""
-    body = orjson.dumps(err.to_dict())
+def tools_invoke_body(err: OpenClawError) -> dict[str, Any]:
+    """``POST /tools/invoke``'s error shape: ``{ok: false, error: {type, message}}``."""
+    body = err.to_dict()["error"]
+    return {"ok": False, "error": {"type": body["code"] or body["type"], "message": err.message}}
+
+
+# The error body of the paths whose API is not OpenAI's (every other path: ``err.to_dict``).
+ERROR_BODIES: dict[str, Callable[[OpenClawError], dict[str, Any]]] = {
+    "/tools/invoke": tools_invoke_body,
+}
+
+
+async def send_json(err: OpenClawError, send: Send, path: str = "") -> None:
+    """``err`` as a whole HTTP response: status, headers and the error body of the API at
+    ``path`` (OpenAI's unless ``ERROR_BODIES`` says otherwise)."""
+    render = ERROR_BODIES.get(path)
+    body = orjson.dumps(render(err) if render is not None else err.to_dict())
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

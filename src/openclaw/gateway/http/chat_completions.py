@@ -19,7 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from openclaw.agents.events import RunEvent
+from openclaw.agents.events import RunEvent, ToolFinished, ToolStarted
 from openclaw.agents.runner import RunParams, RunResult
 from openclaw.aio import reap
 from openclaw.errors import OpenClawError, UpstreamError
@@ -42,6 +42,9 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+TOOL_EVENTS_HEADER = "x-openclaw-tool-events"
+_SHOWN: tuple[type, ...] = (TextDelta, ToolCallDelta, RunResult)
+_SHOWN_WITH_TOOLS: tuple[type, ...] = (*_SHOWN, ToolStarted, ToolFinished)
 _DONE = b"data: [DONE]\n\n"
 _KEEPALIVE = b": keep-alive\n\n"
 T = TypeVar("T")
@@ -81,7 +84,11 @@ class ChatCompletionsEndpoint:
             if req.stream:
                 # Once the stream has started, an error ends it the chat completions way.
                 scope[wire.STREAM_ERRORS] = wire.CHAT_COMPLETIONS_STREAM
-                await _race_disconnect(receive, self._stream(req, params, headers, send))
+                tool_events = self.cfg.tool_events or (
+                    request.headers.get(TOOL_EVENTS_HEADER, "").strip().lower() in ("1", "true")
+                )
+                work = self._stream(req, params, headers, send, tool_events)
+                await _race_disconnect(receive, work)
             else:
                 await _race_disconnect(receive, self._complete(req, params, headers, send))
         except ClientGone:
@@ -111,10 +118,17 @@ class ChatCompletionsEndpoint:
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(
-        self, req: ChatCompletionRequest, params: RunParams, headers: dict[str, str], send: Send
+        self,
+        req: ChatCompletionRequest,
+        params: RunParams,
+        headers: dict[str, str],
+        send: Send,
+        tool_events: bool,
     ) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE_SIZE)
-        producer = asyncio.create_task(_produce(self.gw.runtime.runner.stream(params), queue))
+        shown = _SHOWN_WITH_TOOLS if tool_events else _SHOWN
+        events = self.gw.runtime.runner.stream(params)
+        producer = asyncio.create_task(_produce(events, queue, shown))
         chunks = ChunkWriter(completion_id(), int(time.time()), req.model)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         started = False
@@ -150,33 +164,33 @@ class ChatCompletionsEndpoint:
                     raise item
                 if not started:
                     await start()
-                if isinstance(item, TextDelta):
-                    await _body(send, chunks.content(item.text))
-                elif isinstance(item, ToolCallDelta):
-                    await _body(send, chunks.tool_call(item))
-                elif isinstance(item, RunResult):
-                    if not item.text and not item.tool_calls:
-                        raise _empty_reply()
-                    tail = chunks.finish(finish_reason_of(item))
-                    if include_usage:
-                        tail += chunks.usage(item.usage.as_dict())
-                    await _body(send, tail + _DONE, more=False)
-                    return
+                if not isinstance(item, RunResult):
+                    await _body(send, chunks.render(item))  # type: ignore[arg-type]
+                    continue
+                if not item.text and not item.tool_calls:
+                    raise _empty_reply()
+                tail = chunks.finish(finish_reason_of(item))
+                if include_usage:
+                    tail += chunks.usage(item.usage.as_dict())
+                await _body(send, tail + _DONE, more=False)
+                return
         finally:
             producer.cancel()
             await reap(producer)
 
 
 async def _produce(
-    events: AsyncGenerator[RunEvent | RunResult, None], queue: asyncio.Queue[object]
+    events: AsyncGenerator[RunEvent | RunResult, None],
+    queue: asyncio.Queue[object],
+    shown: tuple[type, ...],
 ) -> None:
     """Runs the agent in its own task so the sender can wait on the queue with a timeout
     (waiting on the generator itself with a timeout would cancel the run).  Only what the
-    stream shows goes on the queue: deltas and the result (lifecycle events are for others)."""
+    stream shows goes on the queue: deltas, tool events when asked for, and the result."""
     try:
         async with contextlib.aclosing(events) as stream:
             async for item in stream:
-                if isinstance(item, TextDelta | ToolCallDelta | RunResult):
+                if isinstance(item, shown):
                     await queue.put(item)
     except asyncio.CancelledError:
         raise

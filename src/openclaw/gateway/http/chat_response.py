@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
+from openclaw.agents.events import ToolFinished, ToolStarted, tool_data
 from openclaw.agents.runner import RunResult
 from openclaw.ids import hex_id
-from openclaw.messages import ToolCallDelta
+from openclaw.messages import TextDelta, ToolCallDelta
 
 # Stands for the delta's text while the template is cut; no text can encode to it.
 _MARK = "\x00openclaw-text\x00"
@@ -98,6 +99,14 @@ class ChunkWriter:
         sample = event(chunk(*self._head, delta={"content": _MARK}))
         self._prefix, self._suffix = sample.split(orjson.dumps(_MARK))
 
+    def render(self, item: TextDelta | ToolCallDelta | ToolStarted | ToolFinished) -> bytes:
+        """The SSE event of one thing the run produced."""
+        if isinstance(item, TextDelta):
+            return self.content(item.text)
+        if isinstance(item, ToolCallDelta):
+            return self.tool_call(item)
+        return self.tool_event(tool_data(item))
+
     def content(self, text: str) -> bytes:
         return self._prefix + orjson.dumps(text) + self._suffix
 
@@ -111,6 +120,13 @@ class ChunkWriter:
             fn["name"] = delta.name
         call["function"] = fn
         return event(chunk(*self._head, delta={"tool_calls": [call]}))
+
+    def tool_event(self, data: dict[str, Any]) -> bytes:
+        """Tool progress, on request: an ordinary chunk (an empty delta, so any client skips it)
+        with the event in the extension field ``openclaw_tool``."""
+        obj = chunk(*self._head, delta={})
+        obj["openclaw_tool"] = data
+        return event(obj)
 
     def finish(self, reason: str) -> bytes:
         return event(chunk(*self._head, finish=reason))
