@@ -57,6 +57,9 @@ class ToolDefinition:
     description: str | None = None
     parameters: Mapping[str, Any] | None = None
     strict: bool | None = None
+    # A client's tool exactly as it sent it (OpenAI's shape, fields this gateway does not know
+    # included): what an OpenAI-compatible upstream is sent, so nothing is lost on the way.
+    wire: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,9 @@ class FunctionChoice:
     name: str
 
 
-# "auto", "none", "required" (passed on as given), or one named function.
-ToolChoice = str | FunctionChoice
+# "auto", "none", "required" (passed on as given), one named function, or another OpenAI
+# choice object this gateway does not interpret (passed on as given where it can be).
+ToolChoice = str | FunctionChoice | Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from openclaw.errors import (
     OpenClawError,
     UpstreamAuthError,
     UpstreamBadRequestError,
-    UpstreamError,
     UpstreamRateLimitError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -61,7 +60,7 @@ def test_what_is_not_a_transport_failure_passes() -> None:
         (400, None, "context_length_exceeded", ContextTooLongError, 400),
         (None, None, "context_length_exceeded", ContextTooLongError, 400),
         (400, "invalid_request_error", None, UpstreamBadRequestError, 400),
-        (None, None, None, UpstreamError, 502),  # an unnamed failure mid-answer
+        (None, None, None, UpstreamUnavailableError, 502),  # an unnamed failure mid-answer
     ],
 )
 def test_statuses_and_error_events_share_one_table(

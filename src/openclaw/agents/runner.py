@@ -177,28 +177,51 @@ class AgentRunner:
     async def run(self, params: RunParams) -> RunResult:
         """The whole run, without deltas (cheaper for backends that can skip streaming)."""
         result = None
-        agent = self.agents.get(params.target.agent_id)
-        async with self._slot(params.target):
-            prepared = await self._prepare(agent, params)
-            async with contextlib.aclosing(self._call(prepared, False)) as events:
-                async for item in events:
-                    if isinstance(item, RunResult):
-                        result = item
-                    elif self.bus.has_listeners():
-                        self.bus.publish(params.run_id, params.target.key, item)
+        async with contextlib.aclosing(self._events(params, deltas=False)) as events:
+            async for item in events:
+                if isinstance(item, RunResult):
+                    result = item
         assert result is not None
         return result
 
-    async def stream(self, params: RunParams) -> AsyncGenerator[RunEvent | RunResult, None]:
-        """Every event of the run as it happens, then the ``RunResult``."""
-        agent = self.agents.get(params.target.agent_id)
-        async with self._slot(params.target):
-            prepared = await self._prepare(agent, params)
-            async with contextlib.aclosing(self._call(prepared, True)) as events:
-                async for item in events:
-                    if not isinstance(item, RunResult) and self.bus.has_listeners():
-                        self.bus.publish(params.run_id, params.target.key, item)
-                    yield item
+    def stream(self, params: RunParams) -> AsyncGenerator[RunEvent | RunResult, None]:
+        """Every event of the run as it happens (the start at once, even while the run waits
+        for its session or a slot), then the ``RunResult``."""
+        return self._events(params, deltas=True)
+
+    async def _events(
+        self, params: RunParams, *, deltas: bool
+    ) -> AsyncGenerator[RunEvent | RunResult, None]:
+        target = params.target
+        agent = self.agents.get(target.agent_id)
+        started = RunStarted(agent.id)
+        self.bus.publish(params.run_id, target.key, started)
+        if deltas:
+            yield started
+        calling = False
+        try:
+            async with self._slot(target):
+                prepared = await self._prepare(agent, params)
+                calling = True
+                async with contextlib.aclosing(self._call(prepared, deltas)) as events:
+                    async for item in events:
+                        if not isinstance(item, RunResult):
+                            self.bus.publish(params.run_id, target.key, item)
+                        if deltas or isinstance(item, RunResult):
+                            yield item
+        except Exception as exc:
+            if calling:
+                raise  # the run's own steps said how it ended
+            # Refused before the model was called (busy, a model that cannot take the input):
+            # the run still ends with an event, after its start.
+            error = exc if isinstance(exc, OpenClawError) else InternalError()
+            ended = RunEnded("error", "error", None, error)
+            self.bus.publish(params.run_id, target.key, ended)
+            if deltas:
+                yield ended
+            if error is exc:
+                raise
+            raise error from exc
 
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""
@@ -312,7 +335,6 @@ class AgentRunner:
         self, prepared: Prepared, deltas: bool
     ) -> AsyncGenerator[RunEvent | RunResult, None]:
         agent, target, run_id = prepared.agent, prepared.target, prepared.params.run_id
-        yield RunStarted(agent.id)
         state = RunState(TurnOutcome(prepared.refs[0]))
         try:
             async for event in self._rounds(prepared, state, deltas):

@@ -61,7 +61,7 @@ class FunctionDefIn(_Wire):
     name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     description: StrictStr | None = None
     parameters: dict[str, Any] | None = None
-    strict: StrictBool | None = None
+    strict: Any = None  # passed on as sent; only a boolean is understood here
 
 
 class ToolIn(_Wire):

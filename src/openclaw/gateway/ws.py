@@ -49,7 +49,12 @@ class Connection:
     async def send(self, frame: dict[str, Any]) -> None:
         data = orjson.dumps(frame).decode()
         async with self._send_lock:
-            await self.ws.send_text(data)
+            try:
+                await self.ws.send_text(data)
+            except OSError as exc:
+                # The server's transport failing under a send: the client is gone (not an
+                # error of the method that was sending).
+                raise WebSocketDisconnected("the client has gone") from exc
 
     async def event(self, event: str, payload: Any) -> None:
         await self.send({"type": "event", "event": event, "payload": payload})

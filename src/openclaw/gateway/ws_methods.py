@@ -47,7 +47,7 @@ def runtime_methods() -> dict[str, Method]:
 class _Params(BaseModel):
     """camelCase on the wire; unknown params ignored (clients may be newer than us)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, frozen=True)
 
 
 NonEmpty = Field(min_length=1, pattern=r"\S", description="a non-empty string")
@@ -75,7 +75,8 @@ class SessionsHistoryParams(_Params):
 def parse_params(model: type[P], params: dict[str, Any]) -> P:
     """``params`` as ``model``; the first problem as a 400 naming the param."""
     try:
-        return model.model_validate(params)
+        # A null param means "the default", as if it were not there.
+        return model.model_validate({k: v for k, v in params.items() if v is not None})
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "params"

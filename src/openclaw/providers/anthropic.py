@@ -125,8 +125,10 @@ def _tool(tool: ToolDefinition) -> dict[str, Any]:
 def _tool_choice(choice: ToolChoice | None) -> dict[str, Any] | None:
     if isinstance(choice, FunctionChoice):
         return {"type": "tool", "name": choice.name}
+    if not isinstance(choice, str):
+        return None  # a kind of choice Anthropic has no equivalent for: the default (auto)
     return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(
-        choice or ""
+        choice
     )
 
 
@@ -187,7 +189,7 @@ class _MessageStream:
 
     def take(self, event: str, payload: Any) -> list[ProviderEvent]:
         kind = payload.get("type", event) if isinstance(payload, dict) else event
-        handler = self._HANDLERS.get(kind)
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return []  # ping, content_block_stop, and kinds added later
         try:
@@ -206,8 +208,10 @@ class _MessageStream:
         delta = payload.get("delta") or {}
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [TextDelta(delta["text"])]
+        if delta.get("type") != "input_json_delta":
+            return []
         block = int(payload.get("index", 0))
-        if delta.get("type") == "input_json_delta" and block in self.tool_index:
+        if block in self.tool_index:
             return [
                 ToolCallDelta(self.tool_index[block], None, None, delta.get("partial_json") or "")
             ]

@@ -117,9 +117,9 @@ def upstream_error(
     if code in _CONTEXT_CODES:
         return ContextTooLongError(text)
     if status is None:
-        status = KIND_STATUS.get(code or "") or KIND_STATUS.get(kind or "")
-    if status is None:
-        return UpstreamError(text)  # an unnamed failure mid-answer
+        # An unnamed failure mid-answer counts as the upstream's own (500): retried before any
+        # output, like a 5xx.
+        status = KIND_STATUS.get(code or "") or KIND_STATUS.get(kind or "") or 500
     if status == 429:
         return UpstreamRateLimitError(text, retry_after=retry_after_seconds(headers or {}))
     if status in (401, 403):

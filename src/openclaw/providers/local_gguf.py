@@ -161,7 +161,8 @@ class LocalGgufProvider:
                 if isinstance(item, OpenClawError):
                     raise item
                 if isinstance(item, Exception):
-                    raise UpstreamError(f"{self.name}: the local model failed: {item}") from item
+                    log.error("local model failed", exc_info=item)
+                    raise UpstreamError(f"{self.name}: the local model failed.") from item
                 if isinstance(item, BaseException):
                     raise item
                 yield item

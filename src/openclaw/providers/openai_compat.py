@@ -98,6 +98,8 @@ def request_body(req: ModelRequest, *, stream: bool, max_tokens_field: str = "ma
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    if tool.wire is not None:
+        return dict(tool.wire)  # the client's own tool, exactly
     fn: dict[str, Any] = {"name": tool.name}
     if tool.description is not None:
         fn["description"] = tool.description
@@ -111,7 +113,7 @@ def _tool(tool: ToolDefinition) -> dict[str, Any]:
 def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
     if isinstance(choice, FunctionChoice):
         return {"type": "function", "function": {"name": choice.name}}
-    return choice
+    return choice if isinstance(choice, str) else dict(choice)
 
 
 def _usage(data: Any) -> Usage | None:

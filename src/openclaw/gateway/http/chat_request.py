@@ -172,7 +172,9 @@ async def _active_message(msg: MessageIn, cfg: ChatCompletionsConfig) -> ChatMes
 
 def _tool(tool: ToolIn) -> ToolDefinition:
     fn = tool.function
-    return ToolDefinition(fn.name, fn.description, fn.parameters, fn.strict)
+    strict = fn.strict if isinstance(fn.strict, bool) else None
+    wire = tool.model_dump(exclude_unset=True)
+    return ToolDefinition(fn.name, fn.description, fn.parameters, strict, wire=wire)
 
 
 def _tool_choice(raw: str | dict[str, Any] | None) -> ToolChoice | None:
@@ -180,13 +182,13 @@ def _tool_choice(raw: str | dict[str, Any] | None) -> ToolChoice | None:
         return raw
     fn = raw.get("function")
     name = fn.get("name") if isinstance(fn, dict) else None
-    if raw.get("type") != "function" or not isinstance(name, str) or not name:
-        raise InvalidRequestError(
-            "`tool_choice` must be `none`, `auto`, `required` or "
-            '`{"type": "function", "function": {"name": ...}}`.',
-            param="tool_choice",
-        )
-    return FunctionChoice(name)
+    if raw.get("type") == "function":
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError(
+                '`tool_choice` of type "function" needs `function.name`.', param="tool_choice"
+            )
+        return FunctionChoice(name)
+    return raw  # another kind of choice: passed on as sent
 
 
 def _sampling(req: ChatCompletionRequest) -> SamplingParams:

@@ -97,7 +97,8 @@ class ChunkWriter:
         self._head = (cid, created, model)
         self.role = event(chunk(*self._head, delta={"role": "assistant", "content": ""}))
         sample = event(chunk(*self._head, delta={"content": _MARK}))
-        self._prefix, self._suffix = sample.split(orjson.dumps(_MARK))
+        # The text comes after the head's fields (the model's name among them): split at the last.
+        self._prefix, self._suffix = sample.rsplit(orjson.dumps(_MARK), 1)
 
     def render(self, item: TextDelta | ToolCallDelta | ToolStarted | ToolFinished) -> bytes:
         """The SSE event of one thing the run produced."""
