@@ -1,6 +1,7 @@
 """Keyword search over an agent's memory files (``MEMORY.md`` and ``memory/**/*.md`` in its
-workspace): chunks of about 400 tokens (80 overlapping) in SQLite FTS5, ranked by BM25, brought up
-to date with the files (by size and modification time) before each search.
+workspace): chunks of about 400 tokens (80 overlapping) in SQLite FTS5, ranked by BM25 and the
+share of the query's words found, brought up to date with the files (by size and modification
+time) before each search.
 
 One index per agent, at ``<state>/agents/<agentId>/memory.sqlite``.  Blocking: the tools call it
 from a worker thread, on a connection of that call's own.
@@ -138,12 +139,18 @@ class MemoryIndex:
             ).fetchall()
         finally:
             db.close()
+        # A score in [0, 1]: half how many of the query's words the passage has, half its BM25
+        # relative to the best hit (BM25 alone is near 0 in a small corpus, useless for minScore).
+        wanted = {w.lower() for w in words}
+        best = max((-float(row[4]) for row in rows), default=0.0)
         hits = []
         for path, first, last, text, rank in rows:
-            relevance = max(0.0, -float(rank))
-            score = relevance / (1.0 + relevance)  # BM25 mapped into [0, 1)
+            coverage = len(wanted & {w.lower() for w in _WORD.findall(text)}) / len(wanted)
+            relative = -float(rank) / best if best > 0 else 1.0
+            score = 0.5 * coverage + 0.5 * max(0.0, relative)
             if score >= min_score:
                 hits.append(Hit(path, int(first), int(last), score, text[:SNIPPET_CHARS]))
+        hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:max_results]
 
 

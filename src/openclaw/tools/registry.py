@@ -137,18 +137,25 @@ class Toolbox:
     async def run(
         self, tool: Tool[Any], arguments: str | Mapping[str, Any], ctx: ToolContext
     ) -> ToolRun:
-        """One call, whatever happens a result: a tool that fails (or raises) becomes an error
-        result the model can recover from.  Cancellation passes (the run is going away)."""
-        started = time.perf_counter()
-        try:
-            result = await tool.run(tool.parse(arguments), ctx)
-        except ToolError as exc:
-            result = ToolResult(str(exc), is_error=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("tool failed", extra={"tool": tool.name})
-            result = ToolResult(f"`{tool.name}` failed: {type(exc).__name__}: {exc}", is_error=True)
-        duration = int((time.perf_counter() - started) * 1000)
-        clean = ToolResult(self.redactor(result.text), result.is_error, result.details)
-        return ToolRun(clean, duration)
+        return await run_tool(tool, arguments, ctx)
+
+
+async def run_tool(
+    tool: Tool[Any], arguments: str | Mapping[str, Any], ctx: ToolContext
+) -> ToolRun:
+    """One call, whatever happens a result: a tool that fails (or raises) becomes an error
+    result the model can recover from, and the gateway's secrets are cut out of it.
+    Cancellation passes (the run is going away)."""
+    started = time.perf_counter()
+    try:
+        result = await tool.run(tool.parse(arguments), ctx)
+    except ToolError as exc:
+        result = ToolResult(str(exc), is_error=True)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("tool failed", extra={"tool": tool.name})
+        result = ToolResult(f"`{tool.name}` failed: {type(exc).__name__}: {exc}", is_error=True)
+    duration = int((time.perf_counter() - started) * 1000)
+    clean = ToolResult(ctx.redactor(result.text), result.is_error, result.details)
+    return ToolRun(clean, duration)

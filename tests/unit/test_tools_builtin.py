@@ -1,0 +1,300 @@
+"""The built-in tools on their own: arguments checked, results and errors, the workspace's
+walls, exec's allowlist and limits, secrets kept out, memory search, web_fetch's guard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from openclaw.config.schema import ToolsConfig
+from openclaw.sessions.store import SqliteSessionStore
+from openclaw.tools.base import ToolContext
+from openclaw.tools.memory_index import MemoryIndexes
+from openclaw.tools.redact import MASK, Redactor
+from openclaw.tools.registry import BUILTIN
+from openclaw.tools.web import WebFetcher
+
+SECRET = "gateway-secret-0123456789"
+TOOLS = {t.name: t for t in BUILTIN}
+
+
+class Harness:
+    def __init__(self, ctx: ToolContext) -> None:
+        self.ctx = ctx
+        self.workspace = ctx.workspace
+
+    async def call(self, name: str, **args: Any) -> tuple[str, bool]:
+        done = await run_tool(TOOLS[name], orjson.dumps(args).decode(), self.ctx)
+        return done.result.text, done.result.is_error
+
+
+@pytest.fixture
+async def tools(tmp_path: Path) -> AsyncIterator[Harness]:
+    async def make(**cfg: Any) -> Harness:
+        ws = tmp_path / "workspace"
+        ws.mkdir(exist_ok=True)
+        config = ToolsConfig.model_validate(cfg)
+        ctx = ToolContext(
+            agent_id="main",
+            workspace=ws,
+            session_key="agent:main:main",
+            config=config,
+            store=store,
+            redactor=Redactor([SECRET]),
+            memory=MemoryIndexes(tmp_path / "state"),
+            web=WebFetcher(config.web_fetch),
+        )
+        return Harness(ctx)
+
+    async with SqliteSessionStore(tmp_path / "state") as store:
+        harness = await make()
+        harness.make = make  # type: ignore[attr-defined]
+        yield harness
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+async def test_write_read_edit_ls(tools: Harness) -> None:
+    text, err = await tools.call("write", path="notes/todo.md", content="one\ntwo\nthree\n")
+    assert not err and "Wrote 14 bytes to notes/todo.md" in text
+    assert (tools.workspace / "notes" / "todo.md").read_text() == "one\ntwo\nthree\n"
+    assert (await tools.call("read", path="notes/todo.md")) == ("one\ntwo\nthree\n", False)
+    text, _ = await tools.call("read", file_path="notes/todo.md", offset=2, limit=1)
+    assert text == "two\n\n[Showing lines 2-2 of 3. Use offset=3 to continue.]"
+    assert (await tools.call("edit", path="notes/todo.md", oldText="two", newText="2"))[1] is False
+    assert (tools.workspace / "notes" / "todo.md").read_text() == "one\n2\nthree\n"
+    assert (await tools.call("ls"))[0] == "notes/"
+    assert (await tools.call("ls", path="notes"))[0] == "todo.md"
+
+
+async def test_edit_needs_exactly_one_match(tools: Harness) -> None:
+    await tools.call("write", path="f.txt", content="a a b")
+    assert await tools.call("edit", path="f.txt", oldText="zzz", newText="y") == (
+        "`oldText` was not found in the file.",
+        True,
+    )
+    text, err = await tools.call("edit", path="f.txt", old_string="a", new_string="c")
+    assert err and "occurs 2 times" in text
+    text, err = await tools.call("edit", path="f.txt", oldText="b", newText="b")
+    assert err and "nothing would change" in text
+
+
+async def test_read_caps_what_it_shows(tools: Harness) -> None:
+    await tools.call("write", path="big.txt", content="".join(f"line {i}\n" for i in range(5000)))
+    text, _ = await tools.call("read", path="big.txt")
+    assert text.endswith("[Showing lines 1-2000 of 5000. Use offset=2001 to continue.]")
+    await tools.call("write", path="wide.txt", content=("x" * 1000 + "\n") * 100)
+    text, _ = await tools.call("read", path="wide.txt")
+    assert "[Showing lines 1-51 of 100. Use offset=52 to continue.]" in text
+    (tools.workspace / "bin.dat").write_bytes(b"\x00\x01\x02")
+    text, err = await tools.call("read", path="bin.dat")
+    assert err and "binary" in text
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/hostname", "sub/../../x", "link/secret"])
+async def test_paths_that_leave_the_workspace_are_refused(tools: Harness, path: str) -> None:
+    outside = tools.workspace.parent / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret").write_text("s")
+    link = tools.workspace / "link"
+    if not link.exists():
+        link.symlink_to(outside)
+    for name, args in (("read", {}), ("write", {"content": "x"}), ("ls", {})):
+        text, err = await tools.call(name, path=path, **args)
+        assert err and "outside the agent's workspace" in text, (name, text)
+
+
+async def test_the_walls_can_be_lowered(tools: Harness) -> None:
+    open_tools = await tools.make(fs={"workspaceOnly": False})  # type: ignore[attr-defined]
+    (tools.workspace.parent / "next-door.txt").write_text("hello")
+    assert await open_tools.call("read", path="../next-door.txt") == ("hello", False)
+
+
+async def test_bad_arguments_are_an_error_result(tools: Harness) -> None:
+    text, err = await tools.call("read", path="x", bogus=1)
+    assert err and "Invalid arguments for `read`" in text and "bogus" in text
+    text, err = await tools.call("write", path="x")
+    assert err and "content" in text
+
+
+# --- exec --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("ls | wc -l", "Pipes, redirects and chaining"),
+        ("echo hi > out.txt", "Pipes, redirects and chaining"),
+        ("ls && pwd", "Pipes, redirects and chaining"),
+        ("ls; pwd", "Pipes, redirects and chaining"),
+        ("echo $(id)", "substitution"),
+        ("echo `id`", "substitution"),
+        ("rm -rf x", "is not an allowed program"),
+        ("/bin/cat x", "is not an allowed program"),
+        ("cat /proc/self/environ", "outside the agent's workspace"),
+        ("cat ../../etc/passwd", "outside the agent's workspace"),
+        ("cat ~/.openclaw/openclaw.json", "outside the agent's workspace"),
+        ("grep -r --file=/etc/passwd x", "outside the agent's workspace"),
+    ],
+)
+async def test_the_allowlist_refuses(tools: Harness, command: str, why: str) -> None:
+    text, err = await tools.call("exec", command=command)
+    assert err and why in text
+
+
+async def test_allowed_commands_run_in_the_workspace(tools: Harness) -> None:
+    await tools.call("write", path="a.txt", content="x\ny\n")
+    text, err = await tools.call("exec", command="wc -l a.txt")
+    assert not err and text.startswith("2 a.txt") and "[exit code 0," in text
+    text, err = await tools.call("exec", command="cat missing.txt")
+    assert err and "[exit code 1," in text
+    text, err = await tools.call("exec", command="pwd")
+    assert text.startswith(str(tools.workspace.resolve()))
+
+
+async def test_full_mode_runs_a_shell_and_scrubs_secrets(
+    tools: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", SECRET)
+    monkeypatch.setenv("SOME_API_KEY", "prefix-" + SECRET)
+    monkeypatch.setenv("HARMLESS", "visible")
+    full = await tools.make(exec={"security": "full"})  # type: ignore[attr-defined]
+    text, err = await full.call("exec", command="echo a b | wc -w && env")
+    assert not err and text.startswith("2\n")
+    assert "HARMLESS=visible" in text
+    assert SECRET not in text and "OPENCLAW_GATEWAY_TOKEN" not in text
+    assert "SOME_API_KEY" not in text
+    # Output naming the secret anyway (a file holding it) is masked.
+    (full.workspace / "leak.txt").write_text(f"token={SECRET}")
+    text, _ = await full.call("exec", command="cat leak.txt")
+    assert SECRET not in text and f"token={MASK}" in text
+
+
+async def test_output_is_capped(tools: Harness) -> None:
+    full = await tools.make(exec={"security": "full", "maxOutputChars": 1000})  # type: ignore[attr-defined]
+    text, _ = await full.call("exec", command="yes | head -c 100000")
+    assert "[output cut at 1000 characters]" in text
+    assert len(text) < 1200
+
+
+async def test_a_timeout_kills_the_whole_process_group(tools: Harness) -> None:
+    full = await tools.make(exec={"security": "full", "timeoutSeconds": 30})  # type: ignore[attr-defined]
+    text, err = await full.call("exec", command="echo $$ > pgid; sleep 60 & sleep 60", timeout=0.5)
+    assert err and "killed after the timeout of 0.5 s" in text
+    pgid = int((full.workspace / "pgid").read_text())
+    await _group_gone(pgid)
+
+
+async def _group_gone(pgid: int) -> None:
+    """Until no process of group ``pgid`` is left (the test's own timeout bounds the wait)."""
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_exec_can_be_turned_off(tools: Harness) -> None:
+    off = await tools.make(exec={"security": "deny"})  # type: ignore[attr-defined]
+    text, err = await off.call("exec", command="ls")
+    assert err and "turned off" in text
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+async def test_memory_search_finds_what_was_written_and_follows_changes(tools: Harness) -> None:
+    await tools.call("write", path="MEMORY.md", content="# Notes\nThe blue key opens the shed.\n")
+    await tools.call("write", path="memory/2026/trip.md", content="Flight to Oslo on Monday.\n")
+    await tools.call("write", path="other.md", content="The blue key is not here.\n")
+    text, err = await tools.call("memory_search", query="blue key")
+    hits = orjson.loads(text)["results"]
+    assert not err and [h["path"] for h in hits] == ["MEMORY.md"]
+    assert hits[0]["startLine"] == 1 and "blue key" in hits[0]["snippet"]
+    assert hits[0]["score"] == 1.0  # every word, the best BM25
+    await tools.call("write", path="MEMORY.md", content="Nothing about keys now.\n")
+    assert orjson.loads((await tools.call("memory_search", query="shed"))[0])["results"] == []
+    hits = orjson.loads((await tools.call("memory_search", query="oslo"))[0])["results"]
+    assert hits[0]["path"] == "memory/2026/trip.md"
+    assert orjson.loads((await tools.call("memory_search", query="?!"))[0])["results"] == []
+
+
+async def test_memory_get_reads_only_memory_files(tools: Harness) -> None:
+    await tools.call("write", path="memory/a.md", content="1\n2\n3\n")
+    text, _ = await tools.call("memory_get", path="memory/a.md", **{"from": 2}, lines=1)
+    assert orjson.loads(text) == {"path": "memory/a.md", "text": "2"}
+    text, err = await tools.call("memory_get", path="notes.md")
+    assert err and "Only MEMORY.md" in text
+
+
+# --- web_fetch ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[str]:
+    async def handler(request: web.Request) -> web.Response:
+        body = (
+            "<html><head><title>T</title></head><body><nav>menu</nav><article>"
+            "<h1>Local page</h1><p>The readable text of a page served on localhost for the "
+            "test, long enough to be kept as the main content.</p></article></body></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/page", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/page"
+    finally:
+        await runner.cleanup()
+
+
+async def test_web_fetch_refuses_private_addresses_unless_allowed(
+    tools: Harness, page: str
+) -> None:
+    text, err = await tools.call("web_fetch", url=page)
+    assert err and "private, loopback or link-local" in text
+    text, err = await tools.call("web_fetch", url="file:///etc/passwd")
+    assert err and "Only http and https" in text
+    lan = await tools.make(webFetch={"allowPrivateNetwork": True})  # type: ignore[attr-defined]
+    text, err = await lan.call("web_fetch", url=page)
+    assert not err and text.startswith("# Local page") and "menu" not in text
+    text, _ = await lan.call("web_fetch", url=page, extractMode="text", maxChars=100)
+    assert text.startswith("Local page") and text.endswith("[cut at 100 characters]")
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+async def test_sessions_tools_see_only_the_agents_own_sessions(tools: Harness) -> None:
+    from openclaw.sessions.base import Turn
+    from openclaw.sessions.models import TranscriptRecord
+
+    store = tools.ctx.store
+    for key in ("agent:main:a", "agent:beta:b"):
+        records = (
+            TranscriptRecord(role="user", content=f"hi {key}", timestamp=1.0),
+            TranscriptRecord(role="assistant", content="x" * 3000, timestamp=2.0),
+        )
+        await store.record_turn(Turn(key, key.split(":")[1], False, records, None, None))
+    listed = orjson.loads((await tools.call("sessions_list"))[0])["sessions"]
+    assert [s["sessionKey"] for s in listed] == ["agent:main:a"]
+    text, _ = await tools.call("sessions_history", sessionKey="a")
+    messages = orjson.loads(text)["messages"]
+    assert messages[0] == {"role": "user", "content": "hi agent:main:a"}
+    assert messages[1]["truncated"] is True and len(messages[1]["content"]) == 2000
+    text, err = await tools.call("sessions_history", sessionKey="agent:beta:b")
+    assert err and "own sessions" in text
