@@ -18,7 +18,7 @@ from openclaw.sessions.store import SqliteSessionStore
 from openclaw.tools.base import ToolContext
 from openclaw.tools.memory_index import MemoryIndexes
 from openclaw.tools.redact import MASK, Redactor
-from openclaw.tools.registry import BUILTIN
+from openclaw.tools.registry import BUILTIN, run_tool
 from openclaw.tools.web import WebFetcher
 
 SECRET = "gateway-secret-0123456789"
