@@ -96,3 +96,19 @@ class RunningGateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def process_group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of group ``pgid`` is left.  Zombies do not count: a
+    killed child whose parent is gone waits for PID 1 to reap it, which in a container may be
+    never, and ``killpg(pgid, 0)`` still finds it."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -20,6 +20,7 @@ from openclaw.tools.memory_index import MemoryIndexes
 from openclaw.tools.redact import MASK, Redactor
 from openclaw.tools.registry import BUILTIN, run_tool
 from openclaw.tools.web import WebFetcher
+from tests.harness import process_group_alive
 
 SECRET = "gateway-secret-0123456789"
 TOOLS = {t.name: t for t in BUILTIN}
@@ -195,12 +196,17 @@ async def test_a_timeout_kills_the_whole_process_group(tools: Harness) -> None:
 
 async def _group_gone(pgid: int) -> None:
     """Until no process of group ``pgid`` is left (the test's own timeout bounds the wait)."""
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
+    while process_group_alive(pgid):
         await asyncio.sleep(0.01)
+
+
+async def test_the_command_ends_with_its_own_process(tools: Harness) -> None:
+    # A child left in the background holds the output pipe open; the call still ends when the
+    # shell does (not at the timeout), and the child goes with the group.
+    full = await tools.make(exec={"security": "full", "timeoutSeconds": 60})  # type: ignore[attr-defined]
+    text, err = await full.call("exec", command="echo $$ > pgid; sleep 60 & echo started")
+    assert not err and "started" in text and "[exit code 0," in text, text
+    await _group_gone(int((full.workspace / "pgid").read_text()))
 
 
 async def test_exec_can_be_turned_off(tools: Harness) -> None:

@@ -112,25 +112,52 @@ async def run_command(
             else:
                 truncated = True  # keep reading: a full pipe would stall the command
 
-    exit_code: int | None = None
+    drainer = asyncio.create_task(drain())
+    timed_out = False
     try:
         async with asyncio.timeout(timeout):
-            await asyncio.gather(drain(), proc.wait())
-        exit_code = proc.returncode
+            await _exited(proc)
     except TimeoutError:
-        pass
+        timed_out = True
     finally:
+        # The command is over when its own process is: what it left running in the background
+        # goes with the group (holding the pipe open, it would keep the call waiting).
+        # (The group's id is the command's pid: this reaches the command itself too.  Not
+        # ``proc.kill()``: Popen reaps an exited child there, stealing its exit code from
+        # asyncio's watcher.)
         kill_group(proc.pid)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await proc.wait()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await drainer
+        drainer.cancel()
+    exit_code = None if timed_out else proc.returncode
     text = b"".join(chunks).decode("utf-8", "replace")
     if len(text) > max_chars:
         text, truncated = text[:max_chars], True
     return Completed(exit_code, text, truncated, int((time.perf_counter() - started) * 1000))
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until ``proc`` itself has exited.  ``proc.wait()`` also waits for its pipes to close,
+    which a child left in the background keeps open; a pidfd says when the process is gone."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # gone and reaped already
+        return
+    except (AttributeError, OSError):  # not Linux 5.3+: the pipes' end will have to do
+        await proc.wait()
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def kill_group(pgid: int) -> None:
