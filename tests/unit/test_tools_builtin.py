@@ -4,7 +4,6 @@ walls, exec's allowlist and limits, secrets kept out, memory search, web_fetch's
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -196,7 +195,7 @@ async def test_a_timeout_kills_the_whole_process_group(tools: Harness) -> None:
 
 async def _group_gone(pgid: int) -> None:
     """Until no process of group ``pgid`` is left (the test's own timeout bounds the wait)."""
-    while process_group_alive(pgid):
+    while process_group_alive(pgid):  # noqa: ASYNC110 - nothing to wait on: /proc is polled
         await asyncio.sleep(0.01)
 
 
