@@ -78,6 +78,7 @@ ToolChoice = str | FunctionChoice | Mapping[str, Any]
 class ChatMessage:
     role: Role
     content: str | tuple[ContentPart, ...]
+    # On a tool message: the server tool that produced it (a result the client sent has none).
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()

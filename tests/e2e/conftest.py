@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -7,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from openai import OpenAI
+from websockets.sync.client import ClientConnection, connect
 
 from tests.e2e.processes import GatewayProcess
 from tests.harness import RunningGateway
@@ -43,6 +47,55 @@ def chat_config(up: FakeUpstream, **overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+# --- agents with tools ---------------------------------------------------------------------
+
+CODING_TOOLS = {
+    "read",
+    "write",
+    "edit",
+    "ls",
+    "exec",
+    "web_fetch",
+    "memory_search",
+    "memory_get",
+    "sessions_list",
+    "sessions_history",
+}
+
+
+def tools_config(up: FakeUpstream, **tools: Any) -> dict[str, Any]:
+    cfg = chat_config(up)
+    cfg["tools"] = {"profile": "coding", **tools}
+    return cfg
+
+
+def call(name: str, **args: Any) -> tuple[str, str]:
+    return (name, json.dumps(args))
+
+
+def client(gw: RunningGateway) -> OpenAI:
+    return OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0)
+
+
+def ask(
+    gw: RunningGateway, content: str, *, stream: bool = False, model: str = "openclaw", **kw: Any
+) -> str:
+    """The reply's text (a stream's deltas joined)."""
+    with client(gw) as c:
+        messages = [{"role": "user", "content": content}]
+        if not stream:
+            reply = c.chat.completions.create(model=model, messages=messages, **kw)
+            assert reply.choices[0].finish_reason == "stop"
+            return reply.choices[0].message.content or ""
+        chunks = list(c.chat.completions.create(model=model, messages=messages, stream=True, **kw))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+
+def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m["role"] == "tool"]
 
 
 @pytest.fixture
@@ -84,3 +137,40 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
             p.proc.kill()
             p.proc.wait()
         p.close()
+
+
+# --- a small sync WebSocket client --------------------------------------------------------------
+
+
+class Ws:
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self._ids = iter(range(1, 1_000_000))
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> tuple[list[dict], dict]:
+        """Send one request; (the events that arrived before its response, the response)."""
+        frame_id = f"r{next(self._ids)}"
+        frame = {"type": "req", "id": frame_id, "method": method, "params": params or {}}
+        self.conn.send(orjson.dumps(frame).decode())
+        events = []
+        while True:
+            msg = orjson.loads(self.conn.recv(timeout=10))
+            if msg["type"] == "event":
+                events.append(msg)
+            elif msg.get("id") == frame_id:
+                return events, msg
+
+
+@pytest.fixture
+def ws_to() -> Iterator[Callable[[RunningGateway], Ws]]:
+    opened = contextlib.ExitStack()
+
+    def open_ws(gw: RunningGateway) -> Ws:
+        ws = Ws(opened.enter_context(connect(gw.ws_url)))
+        _, hello = ws.call("connect", {"auth": {"token": gw.token}})
+        assert hello["ok"] is True
+        assert {"agent", "sessions.list", "sessions.history"} <= set(hello["payload"]["methods"])
+        return ws
+
+    with opened:
+        yield open_ws

@@ -4,24 +4,22 @@ real sockets against the fake upstream: streaming, history across turns, the CLI
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from websockets.sync.client import ClientConnection, connect
 
 from openclaw.cli.main import cli
-from tests.harness import TOKEN, RunningGateway
+from tests.harness import TOKEN
 from tests.upstream import FakeUpstream, HttpError, slow_stream
 
 MAIN = "agent:main:main"
@@ -50,43 +48,6 @@ def model_config(up: FakeUpstream, agents: list[dict[str, Any]] | None = None) -
         "agents": {"defaults": defaults, **({"list": agents} if agents else {})},
         "tools": {"profile": "minimal"},
     }
-
-
-# --- a small sync WebSocket client --------------------------------------------------------------
-
-
-class Ws:
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
-        self._ids = iter(range(1, 1_000_000))
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> tuple[list[dict], dict]:
-        """Send one request; (the events that arrived before its response, the response)."""
-        frame_id = f"r{next(self._ids)}"
-        frame = {"type": "req", "id": frame_id, "method": method, "params": params or {}}
-        self.conn.send(orjson.dumps(frame).decode())
-        events = []
-        while True:
-            msg = orjson.loads(self.conn.recv(timeout=10))
-            if msg["type"] == "event":
-                events.append(msg)
-            elif msg.get("id") == frame_id:
-                return events, msg
-
-
-@pytest.fixture
-def ws_to() -> Iterator[Callable[[RunningGateway], Ws]]:
-    opened = contextlib.ExitStack()
-
-    def open_ws(gw: RunningGateway) -> Ws:
-        ws = Ws(opened.enter_context(connect(gw.ws_url)))
-        _, hello = ws.call("connect", {"auth": {"token": gw.token}})
-        assert hello["ok"] is True
-        assert {"agent", "sessions.list", "sessions.history"} <= set(hello["payload"]["methods"])
-        return ws
-
-    with opened:
-        yield open_ws
 
 
 # --- WebSocket methods --------------------------------------------------------------------------

@@ -94,14 +94,16 @@ def reconcile(
 ) -> Reconciled:
     """Use the transcript when the client's history agrees with it, else the client's.
 
-    They agree when one is the most recent part of the other (clients trim their own history;
+    The transcript is compared as the client saw it (``client_view``): server tool rounds are
+    the gateway's business.  They agree when one is the most recent part of the other (clients trim their own history;
     the transcript is read through a budget).  Asking the last stored question again is a
     regeneration: the old answer is left out.  Anything else is an edited turn: the client's
     history is what the user now sees, so it wins.  Either way nothing is sent twice.
     """
     if not stored:
         return Reconciled(client, False)
-    s = [_key(m) for m in stored]
+    view, starts = client_view(stored)
+    s = [_key(m) for m in view]
     c = [_key(m) for m in client]
     n = len(turn)
     if (
@@ -111,12 +113,42 @@ def reconcile(
         and s[-1 - n : -1] == [_key(m) for m in turn]
         and _is_suffix(c, s[: -1 - n])
     ):
-        return Reconciled(stored[: -1 - n], True)
+        return Reconciled(stored[: starts[-1 - n]], True)
     if not client:
         return Reconciled(stored, False)
     if _is_suffix(c, s) or _is_suffix(s, c):
         return Reconciled(stored, False)
     return Reconciled(client, True)
+
+
+def client_view(messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], list[int]]:
+    """The conversation as the client saw it, and where each of its messages starts in
+    ``messages``: server tool calls and their results (a tool message with a ``name``) left
+    out, and a run's rounds one assistant message, texts joined by a blank line as the reply
+    joined them."""
+    view: list[ChatMessage] = []
+    starts: list[int] = []
+    continues = False  # the last view message is a tool round's: the run's next answer joins it
+    for i, msg in enumerate(messages):
+        if msg.role == "tool" and msg.name is not None:
+            continue
+        shown = msg
+        if msg.role == "assistant" and msg.tool_calls:
+            server = set()
+            for later in messages[i + 1 :]:
+                if later.role != "tool":
+                    break
+                if later.name is not None:
+                    server.add(later.tool_call_id)
+            shown = replace(msg, tool_calls=tuple(c for c in msg.tool_calls if c.id not in server))
+        if continues and shown.role == "assistant":
+            text = "\n\n".join(t for t in (view[-1].text, shown.text) if t)
+            view[-1] = replace(shown, content=text)
+        else:
+            view.append(shown)
+            starts.append(i)
+        continues = shown.role == "assistant" and bool(msg.tool_calls) and not shown.tool_calls
+    return view, starts
 
 
 def apply_budget(
@@ -181,6 +213,8 @@ def _message_dict(msg: ChatMessage) -> dict[str, Any]:
         out["toolCalls"] = [call.as_dict() for call in msg.tool_calls]
     if msg.tool_call_id:
         out["toolCallId"] = msg.tool_call_id
+    if msg.role == "tool" and msg.name:
+        out["toolName"] = msg.name
     return out
 
 
@@ -198,7 +232,11 @@ def _message_from(m: dict[str, Any]) -> ChatMessage:
         for c in m.get("toolCalls") or ()
     )
     return ChatMessage(
-        role=m["role"], content=m["content"], tool_call_id=m.get("toolCallId"), tool_calls=calls
+        role=m["role"],
+        content=m["content"],
+        name=m.get("toolName") if m["role"] == "tool" else None,
+        tool_call_id=m.get("toolCallId"),
+        tool_calls=calls,
     )
 
 

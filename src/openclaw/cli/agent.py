@@ -62,11 +62,18 @@ class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self._open_line = False
+        self._after_tool = False
         self._args: dict[str, Any] = {}
 
     def delta(self, text: str) -> None:
         if self.as_json or not text:
             return
+        if self._after_tool:
+            # The tool lines already separate the rounds' texts: no blank lines after them.
+            text = text.lstrip("\n")
+            if not text:
+                return
+            self._after_tool = False
         click.echo(text, nl=False)  # click.echo flushes, so the text shows as it arrives
         self._open_line = True
 
@@ -83,6 +90,7 @@ class Output:
         outcome = "error" if data.get("isError") else "ok"
         self.interrupt()
         click.echo(f"[tool {data.get('name')} {args}: {outcome}, {data.get('durationMs')} ms]")
+        self._after_tool = True
 
     def finish(self, result: dict[str, Any]) -> None:
         if self.as_json:
