@@ -94,11 +94,12 @@ def reconcile(
 ) -> Reconciled:
     """Use the transcript when the client's history agrees with it, else the client's.
 
-    The transcript is compared as the client saw it (``client_view``): server tool rounds are
-    the gateway's business.  They agree when one is the most recent part of the other (clients trim their own history;
-    the transcript is read through a budget).  Asking the last stored question again is a
-    regeneration: the old answer is left out.  Anything else is an edited turn: the client's
-    history is what the user now sees, so it wins.  Either way nothing is sent twice.
+    The transcript is compared as the client saw it (``client_view``: server tool rounds are
+    the gateway's business).  They agree when one is the most recent part of the other
+    (clients trim their own history; the transcript is read through a budget).  Asking the
+    last stored question again is a regeneration: the old answer is left out.  Anything else
+    is an edited turn: the client's history is what the user now sees, so it wins.  Either
+    way nothing is sent twice.
     """
     if not stored:
         return Reconciled(client, False)

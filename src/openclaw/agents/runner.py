@@ -41,6 +41,7 @@ from openclaw.errors import (
     OpenClawError,
     StoreUnavailableError,
     UnsupportedError,
+    UpstreamError,
     UpstreamTimeoutError,
 )
 from openclaw.ids import hex_id
@@ -403,23 +404,14 @@ class AgentRunner:
                 note = ChatMessage("user", LIMIT_NOTE.format(n=self.max_rounds))
                 request = replace(request, messages=[*request.messages, note], tool_choice="none")
             outcome = state.current
-            earlier_text = any(r.outcome.text for r in state.rounds)
-            shown = ClientCallFilter(prepared.client_names)
-            async for delta in self._call_model(prepared, request, outcome, deltas, deadline):
-                if isinstance(delta, TextDelta):
-                    if earlier_text:
-                        # Rounds' texts are joined by a blank line, in the stream as in the reply.
-                        earlier_text = False
-                        yield TextDelta("\n\n")
-                    yield delta
-                elif (mine := shown(delta)) is not None:
-                    yield mine
-            if outcome.usage is None:
-                provider, model, _ = self.providers.resolve(outcome.ref)
-                outcome.usage = await provider.count_tokens(model, request.messages, outcome.text)
+            async for delta in self._answer(prepared, request, state, deltas, deadline):
+                yield delta
             answer = outcome.tool_calls.calls()
             server = [c for c in answer if c.name not in prepared.client_names]
-            if last or not server:
+            if not server:
+                return
+            if last:
+                self._past_the_limit(state, only_server=len(server) == len(answer))
                 return
             results: list[ToolResultRecord] = []
             async for event in self._run_tools(calls, server, deadline, results, agent):
@@ -437,6 +429,45 @@ class AgentRunner:
                 for r in results
             ]
             request = replace(request, messages=[*request.messages, reply, *fed])
+
+    async def _answer(
+        self,
+        prepared: Prepared,
+        request: ModelRequest,
+        state: RunState,
+        deltas: bool,
+        deadline: float,
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta, None]:
+        """One model call into ``state.current``: its text (after a blank line when an earlier
+        round said something, in the stream as in the reply) and the client's tool calls."""
+        outcome = state.current
+        earlier_text = any(r.outcome.text for r in state.rounds)
+        shown = ClientCallFilter(prepared.client_names)
+        async for delta in self._call_model(prepared, request, outcome, deltas, deadline):
+            if isinstance(delta, TextDelta):
+                if earlier_text:
+                    earlier_text = False
+                    yield TextDelta("\n\n")
+                yield delta
+            elif (mine := shown(delta)) is not None:
+                yield mine
+        if outcome.usage is None:
+            provider, model, _ = self.providers.resolve(outcome.ref)
+            outcome.usage = await provider.count_tokens(model, request.messages, outcome.text)
+
+    def _past_the_limit(self, state: RunState, *, only_server: bool) -> None:
+        """Told to answer without tools, the model called some anyway: they do not run.  The
+        client's calls still go back to it; without any, the reply is what the model said (a
+        ``tool_calls`` finish would promise calls), and nothing said at all is an error."""
+        if not only_server:
+            return
+        state.current.finish = "stop"
+        if not state.text:
+            raise UpstreamError(
+                f"The model still called tools after the limit of {self.max_rounds} tool "
+                "rounds (tools.maxRounds) and gave no answer.",
+                code="max_rounds",
+            )
 
     async def _run_tools(
         self,
