@@ -61,7 +61,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
-        Route("/tools/invoke", ToolsInvokeEndpoint(gw), methods=["POST"]),
+        Route("/tools/invoke", ToolsInvokeEndpoint(gw).handle, methods=["POST"]),
         WebSocketRoute("/", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]

@@ -39,7 +39,7 @@ class ToolsInvokeEndpoint:
         self.gw = gw
         self.body_timeout = gw.config.gateway.http.body_timeout_ms / 1000
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         require_auth(request)
         raw = await read_body(
             request, limit=d.TOOLS_INVOKE_MAX_BODY_BYTES, timeout=self.body_timeout
