@@ -63,9 +63,9 @@ def page_url() -> Iterator[str]:
 # --- every tool through the loop ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("door", ["json", "stream", "websocket"])
 def test_every_tool_through_the_loop(
-    upstream: FakeUpstream, gateway_factory, page_url: str, stream: bool
+    upstream: FakeUpstream, gateway_factory, ws_to, page_url: str, door: str
 ) -> None:
     gw = gateway_factory(tools_config(upstream, webFetch={"allowPrivateNetwork": True}))
     workspace = gw.state_dir / "workspace"
@@ -93,7 +93,12 @@ def test_every_tool_through_the_loop(
     upstream.script(*(ToolCalls(calls=(c,)) for c, _ in steps))
     first = len(upstream.model_requests)
 
-    reply = ask(gw, "do the chores", stream=stream, user="actor")
+    if door == "websocket":
+        _, res = ws_to(gw).call("agent", {"message": "do the chores", "sessionKey": "actor"})
+        assert res["ok"] is True, res
+        reply = res["payload"]["text"]
+    else:
+        reply = ask(gw, "do the chores", stream=door == "stream", user="actor")
 
     requests = upstream.model_requests[first:]
     assert len(requests) == len(steps) + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from openclaw.agents.history import Reconciled, apply_budget, reconcile
+from openclaw.agents.history import Reconciled, apply_budget, client_view, reconcile
 from openclaw.errors import InvalidRequestError
 from openclaw.gateway.http.chat_request import agent_from_model
 from openclaw.messages import ChatMessage, ToolCall
@@ -56,6 +56,51 @@ def test_tool_calls_count_in_the_comparison() -> None:
     other = [u("q"), ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "f", "{}"),))]
     assert reconcile(stored, other).diverged
     assert not reconcile(stored, list(stored)).diverged
+
+
+# A turn with two server tool rounds, as stored: the client saw one reply, "Looking.\n\nDone."
+LS = ToolCall("c1", "ls", "{}")
+READ = ToolCall("c2", "read", '{"path": "a"}')
+WEATHER = ToolCall("c3", "get_weather", "{}")
+TOOL_TURN = [
+    u("one"),
+    ChatMessage("assistant", "Looking.", tool_calls=(LS,)),
+    ChatMessage("tool", "a.txt", name="ls", tool_call_id="c1"),
+    ChatMessage("assistant", "", tool_calls=(READ,)),
+    ChatMessage("tool", "alpha", name="read", tool_call_id="c2"),
+    a("Done."),
+]
+
+
+def test_client_view_leaves_server_rounds_out() -> None:
+    view, starts = client_view(TOOL_TURN)
+    assert view == [u("one"), a("Looking.\n\nDone.")]
+    assert starts == [0, 1]
+
+
+def test_a_client_resending_what_it_saw_keeps_the_tool_rounds() -> None:
+    client = [u("one"), a("Looking.\n\nDone.")]
+    assert reconcile(TOOL_TURN, client, [u("two")]) == Reconciled(TOOL_TURN, False)
+    # Regenerating that turn drops all of it, rounds included.
+    assert reconcile(TOOL_TURN, [], [u("one")]) == Reconciled([], True)
+
+
+def test_client_calls_stay_in_the_view_server_calls_do_not() -> None:
+    mixed = [
+        u("weather?"),
+        ChatMessage("assistant", "", tool_calls=(LS, WEATHER)),
+        ChatMessage("tool", "a.txt", name="ls", tool_call_id="c1"),
+        ChatMessage("tool", "sunny", tool_call_id="c3"),  # the client's result: no name
+        a("Sunny."),
+    ]
+    view, starts = client_view(mixed)
+    assert view == [
+        u("weather?"),
+        ChatMessage("assistant", "", tool_calls=(WEATHER,)),
+        ChatMessage("tool", "sunny", tool_call_id="c3"),
+        a("Sunny."),
+    ]
+    assert starts == [0, 1, 3, 4]
 
 
 def test_the_budget_keeps_the_newest_messages_and_starts_at_a_user_turn() -> None:
