@@ -179,17 +179,19 @@ def spawn_gateway(
     log_level: str = "warning",
     variants: Sequence[str] = (),
     source: Path | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Proc:
     """``openclaw gateway run`` on a free port, home ``tmp/name`` (state in ``tmp/name/state``),
     returned once ``/health`` answers; with ``variants``, through ``gw_variant.py`` (what-if
     changes for cost attribution, see there); with ``source``, the ``openclaw`` package of that
-    tree (``--compare``) in this environment."""
+    tree (``--compare``) in this environment; ``config``: top-level sections replacing the
+    default config's."""
     port = free_port()
     home = tmp / name
     state = home / "state"
     state.mkdir(parents=True, exist_ok=True)
     cfg = home / "openclaw.json"
-    cfg.write_text(json.dumps(gateway_config(upstream_port, port)))
+    cfg.write_text(json.dumps({**gateway_config(upstream_port, port), **(config or {})}))
     log_path = home / "gateway.log"
     env = {
         **os.environ,

@@ -257,3 +257,32 @@ def test_the_loop_on_the_anthropic_api(gateway_factory) -> None:
         blocks = second.body["messages"][-1]["content"]
         assert blocks[0]["type"] == "tool_result" and blocks[0]["tool_use_id"] == "toolu_0"
         assert (gw.state_dir / "workspace" / "c.txt").read_text() == "from claude"
+
+
+def test_keep_alive_comments_go_on_while_a_tool_runs(
+    upstream: FakeUpstream, gateway_factory
+) -> None:
+    cfg = tools_config(upstream, exec={"security": "full"})
+    cfg["gateway"]["http"]["sseKeepaliveMs"] = 20
+    gw = gateway_factory(cfg)
+    go = gw.state_dir / "workspace" / "go"
+    command = "while [ ! -f go ]; do sleep 0.01; done; echo released"
+    upstream.script(ToolCalls(calls=(call("exec", command=command),)))
+    body = {"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": "wait"}]}
+    headers = {**gw.auth_headers(), "x-openclaw-tool-events": "1"}
+    lines = []
+    with httpx.stream(
+        "POST", gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=30
+    ) as response:
+        started = False
+        for line in response.iter_lines():
+            if not line:
+                continue
+            lines.append(line)
+            started = started or ('"openclaw_tool"' in line and '"start"' in line)
+            if started and line == ": keep-alive" and not go.exists():
+                go.touch()  # the command may end only after a keep-alive came during it
+    assert lines[-1] == "data: [DONE]"
+    done = next(i for i, line in enumerate(lines) if '"result"' in line and "openclaw_tool" in line)
+    assert ": keep-alive" in lines[:done]
+    assert any("released" in line for line in lines)
