@@ -31,8 +31,8 @@ from common import HERE, ROOT, TOKEN
 from processes import Proc, spawn_gateway
 
 sys.path.insert(0, str(ROOT))
-from tests.harness import process_group_alive  # noqa: E402 - the suite's helpers
-from tests.upstream import Answer, FakeUpstream, ToolCalls  # noqa: E402
+from tests.harness import process_group_alive
+from tests.upstream import Answer, FakeUpstream, ToolCalls
 
 ROUNDS = 4
 
@@ -57,7 +57,9 @@ def read_response(sock: socket.socket) -> bytes:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
     )
     while len(body) < length:
         body += sock.recv(65536)
@@ -70,7 +72,11 @@ def cancel_latency(gw: Proc, up: FakeUpstream, workspace: Path, runs: int) -> li
         pgid_file = workspace / f"pgid-{i}"
         command = f"echo $$ > pgid-{i}; sleep 300 & sleep 300"
         up.script(ToolCalls(calls=(("exec", json.dumps({"command": command})),)))
-        body = {"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+        body = {
+            "model": "openclaw",
+            "stream": True,
+            "messages": [{"role": "user", "content": "go"}],
+        }
         with socket.create_connection(("127.0.0.1", gw.port)) as sock:
             sock.sendall(request(gw.port, body, {"x-openclaw-tool-events": "1"}))
             seen = b""
