@@ -50,7 +50,7 @@ class Runtime:
                     self.providers.check_ref(ref, f"agents.list[{i}].model")
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
-        self.redactor = Redactor(known_secrets(config, secrets))
+        self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))
         self.toolbox = Toolbox(config, self.agents, self.store, state_dir, self.redactor)
         defaults = config.agents.defaults
         self.runner = AgentRunner(
@@ -99,9 +99,9 @@ class Runtime:
             await asyncio.sleep(interval)
 
 
-def known_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
-    """Every secret the gateway holds: its token or password (configured, from the environment,
-    or generated: ``extra``), each provider's API key and header values."""
+def gateway_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
+    """The gateway's token or password: configured, from the environment, or generated
+    (``extra``)."""
     yield from extra
     auth = config.gateway.auth
     for value in (auth.token, auth.password):
@@ -111,6 +111,10 @@ def known_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
         value = os.environ.get(name)
         if value:
             yield value
+
+
+def provider_secrets(config: Config) -> Iterator[str]:
+    """Each provider's API key and header values."""
     for provider in config.models.providers.values():
         if provider.api_key:
             yield provider.api_key

@@ -23,7 +23,7 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.harness import process_group_alive
-from tests.upstream import FakeUpstream, ToolCalls
+from tests.upstream import Answer, FakeUpstream, ToolCalls
 
 
 def test_max_rounds_then_one_last_call_without_tools(
@@ -55,12 +55,62 @@ def test_a_model_calling_tools_past_the_limit_gets_them_refused(
     assert info.value.status_code == 502
     assert info.value.body["code"] == "max_rounds"  # type: ignore[index]
     assert len(upstream.model_requests) == 6
+    # Every call keeps a result: the refused ones are answered with an error in the transcript,
+    # so the session's next turn is a valid conversation.
     [records] = transcripts(gw.state_dir)
-    assert [r["role"] for r in records] == [
-        "user",
-        *(["assistant", "tool"] * 2),
-        "assistant",
-    ]
+    assert [r["role"] for r in records] == ["user", *(["assistant", "tool"] * 3)]
+    assert records[-1]["meta"]["isError"] is True
+    assert records[-1]["content"] == "Not run: this run reached its limit of 2 tool rounds."
+    upstream.default = Answer()
+    assert ask(gw, "so?", user="said") == "Echo: so?"
+    sent = upstream.model_requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", *(["assistant", "tool"] * 3), "user"]
+    assert all(
+        m["tool_call_id"] == sent[i - 1]["tool_calls"][0]["id"]
+        for i, m in enumerate(sent)
+        if m["role"] == "tool"
+    )
+
+
+def test_client_calls_at_the_limit_still_go_back(upstream: FakeUpstream, gateway_factory) -> None:
+    gw = gateway_factory(tools_config(upstream, maxRounds=1))
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    upstream.script(
+        ToolCalls(calls=(call("ls"),)),
+        ToolCalls(calls=(call("ls", path="."), call("get_weather", city="Oslo"))),
+    )
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "weather?"}]
+    with client(gw) as c:
+        reply = c.chat.completions.create(
+            model="openclaw", messages=messages, tools=[weather], user="edge"
+        )
+        [mine] = reply.choices[0].message.tool_calls or []
+        assert reply.choices[0].finish_reason == "tool_calls"
+        messages += [
+            reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": mine.id, "content": "sunny"},
+        ]
+        upstream.default = Answer()
+        final = c.chat.completions.create(
+            model="openclaw", messages=messages, tools=[weather], user="edge"
+        )
+    assert final.choices[0].message.content == "Echo: tool sunny"
+    # The transcript agreed with the client: the earlier round is still what the model sees.
+    sent = upstream.model_requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "tool", "tool"]
+    [records] = transcripts(gw.state_dir)
+    assert not [r for r in records if (r.get("meta") or {}).get("type") == "history-reset"]
+
+
+def test_tool_arguments_are_masked_in_the_transcript(
+    upstream: FakeUpstream, gateway_factory
+) -> None:
+    gw = gateway_factory(tools_config(upstream))
+    upstream.script(ToolCalls(calls=(call("exec", command=f"echo {gw.token}"),)))
+    reply = ask(gw, "say it", user="masked")
+    assert gw.token not in reply
+    stored = json.dumps(transcripts(gw.state_dir))
+    assert gw.token not in stored and "echo [REDACTED]" in stored
 
 
 def test_loop_detection_answers_repeats_with_an_error(

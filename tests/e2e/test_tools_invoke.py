@@ -48,6 +48,13 @@ def test_a_tool_runs_and_answers_ok(gw: RunningGateway) -> None:
     assert res.json()["result"]["isError"] is True
 
 
+def test_names_are_case_insensitive_and_unknown_agents_are_400(gw: RunningGateway) -> None:
+    assert invoke(gw, {"tool": "LS"}).json()["ok"] is True
+    res = invoke(gw, {"tool": "ls", "sessionKey": "agent:nobody:main"})
+    assert res.status_code == 400
+    assert "Unknown agent `nobody`" in res.json()["error"]["message"]
+
+
 def test_the_session_key_picks_the_agent_and_its_policy(gw: RunningGateway) -> None:
     res = invoke(gw, {"tool": "ls", "sessionKey": "agent:beta:main"})
     assert res.status_code == 200 and res.json()["ok"] is True

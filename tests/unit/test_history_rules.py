@@ -140,3 +140,20 @@ def test_other_models_are_refused_naming_the_forms(model: str) -> None:
         agent_from_model(model)
     assert info.value.param == "model"
     assert "openclaw/<agentId>" in info.value.message
+
+
+def test_the_budget_keeps_the_call_the_turn_answers() -> None:
+    # A long question, a client tool call, and now its result: the budget would drop the call,
+    # and a result without its call is refused by the models' APIs.
+    history = [
+        u("old"),
+        a("old answer"),
+        u("word " * 400),
+        ChatMessage("assistant", "", tool_calls=(LS, WEATHER)),
+        ChatMessage("tool", "a.txt", name="ls", tool_call_id="c1"),
+    ]
+    result = ChatMessage("tool", "sunny", tool_call_id="c3")
+    kept = apply_budget(history, max_messages=100, max_tokens=50, then=[result])
+    assert kept == history[2:]
+    # Without that result the same budget drops the turn.
+    assert apply_budget(history, max_messages=100, max_tokens=50, then=[u("next")]) == []

@@ -4,7 +4,9 @@ walls, exec's allowlist and limits, secrets kept out, memory search, web_fetch's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ctypes
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,20 @@ async def test_read_caps_what_it_shows(tools: Harness) -> None:
     (tools.workspace / "bin.dat").write_bytes(b"\x00\x01\x02")
     text, err = await tools.call("read", path="bin.dat")
     assert err and "binary" in text
+    # One line longer than the cap on its own: its start, and said so.
+    (tools.workspace / "one-line.txt").write_text("é" * 100_000 + "\nsecond\n")
+    text, _ = await tools.call("read", path="one-line.txt")
+    assert len(text.encode()) < 52 * 1024
+    assert "[Line 1 is cut at 50 KB.]" in text
+    assert text.endswith("[Showing lines 1-1 of 2. Use offset=2 to continue.]")
+
+
+async def test_memory_get_caps_what_it_shows(tools: Harness) -> None:
+    await tools.call("write", path="memory/big.md", content=("y" * 999 + "\n") * 200)
+    text, _ = await tools.call("memory_get", path="memory/big.md", **{"from": 3})
+    body = orjson.loads(text)
+    assert body["truncated"] is True and body["nextFrom"] == 3 + 51
+    assert body["text"].count("\n") == 50
 
 
 @pytest.mark.parametrize("path", ["../outside.txt", "/etc/hostname", "sub/../../x", "link/secret"])
@@ -141,8 +157,22 @@ async def test_bad_arguments_are_an_error_result(tools: Harness) -> None:
         ("/bin/cat x", "is not an allowed program"),
         ("cat /proc/self/environ", "outside the agent's workspace"),
         ("cat ../../etc/passwd", "outside the agent's workspace"),
-        ("cat ~/.openclaw/openclaw.json", "outside the agent's workspace"),
         ("grep -r --file=/etc/passwd x", "outside the agent's workspace"),
+        # File names after `--` may start with a dash; values glued to short options.
+        ("cat -- -x/../../outside.txt", "outside the agent's workspace"),
+        ("grep -o . -- -x/../../credentials/gateway-token", "outside the agent's workspace"),
+        ("date -f/etc/passwd", "outside the agent's workspace"),
+        ("date -f../outside.txt", "outside the agent's workspace"),
+        ("date -r/etc/passwd", "outside the agent's workspace"),
+        ("grep -rf../x y", "outside the agent's workspace"),
+        ("wc --files0-from=/etc/passwd", "outside the agent's workspace"),
+        # Options that change the host or follow every symlink of a tree.
+        ("date -s 2001-01-01", "`date -s` is not allowed"),
+        ("date -us 2001-01-01", "`date -s` is not allowed"),
+        ("date --set=2001-01-01", "`date --set` is not allowed"),
+        ("date --se=2001-01-01", "`date --se` is not allowed"),
+        ("grep -Rn x .", "`grep -R` is not allowed"),
+        ("grep --dereference-recursive x .", "is not allowed"),
     ],
 )
 async def test_the_allowlist_refuses(tools: Harness, command: str, why: str) -> None:
@@ -158,6 +188,11 @@ async def test_allowed_commands_run_in_the_workspace(tools: Harness) -> None:
     assert err and "[exit code 1," in text
     text, err = await tools.call("exec", command="pwd")
     assert text.startswith(str(tools.workspace.resolve()))
+    # No shell: `~` is a plain character, not the home folder.
+    text, err = await tools.call("exec", command="cat ~/.openclaw/openclaw.json")
+    assert err and "No such file" in text
+    text, err = await tools.call("exec", command="head -n1 -- a.txt")
+    assert not err and text.startswith("x\n")
 
 
 async def test_full_mode_runs_a_shell_and_scrubs_secrets(
@@ -176,6 +211,20 @@ async def test_full_mode_runs_a_shell_and_scrubs_secrets(
     (full.workspace / "leak.txt").write_text(f"token={SECRET}")
     text, _ = await full.call("exec", command="cat leak.txt")
     assert SECRET not in text and f"token={MASK}" in text
+
+
+async def test_a_secret_cut_by_the_output_cap_is_still_masked(tools: Harness) -> None:
+    full = await tools.make(exec={"security": "full", "maxOutputChars": 1000})  # type: ignore[attr-defined]
+    (full.workspace / "s.txt").write_text("x" * 990 + SECRET)
+    text, _ = await full.call("exec", command="cat s.txt")
+    assert SECRET[:8] not in text
+
+
+def test_the_gateway_secret_is_masked_however_short() -> None:
+    redact = Redactor(["none", "sk-provider-key-123"], gateway=["hunter2"])
+    assert redact("pw hunter2, key sk-provider-key-123, none") == f"pw {MASK}, key {MASK}, none"
+    env = redact.environment({"GW": "hunter2", "HOME": "/root", "KEY": "none"})
+    assert env == {"HOME": "/root", "KEY": "none"}
 
 
 async def test_output_is_capped(tools: Harness) -> None:
@@ -208,6 +257,31 @@ async def test_the_command_ends_with_its_own_process(tools: Harness) -> None:
     await _group_gone(int((full.workspace / "pgid").read_text()))
 
 
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process as the reaper of orphaned descendants, as a gateway running as PID 1 in a
+    container is."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not available")
+    try:
+        yield
+    finally:
+        libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
+
+
+async def test_killed_background_children_are_reaped_not_left_as_zombies(
+    tools: Harness, subreaper: None
+) -> None:
+    full = await tools.make(exec={"security": "full"})  # type: ignore[attr-defined]
+    text, err = await full.call("exec", command="sleep 60 & echo $! > bg; echo started")
+    assert not err and "started" in text
+    bg = int((full.workspace / "bg").read_text())
+    # Handed to this process when the shell ended, killed with the group, and collected.
+    assert not os.path.exists(f"/proc/{bg}")  # noqa: ASYNC240 - a test, on its own loop
+
+
 async def test_exec_can_be_turned_off(tools: Harness) -> None:
     off = await tools.make(exec={"security": "deny"})  # type: ignore[attr-defined]
     text, err = await off.call("exec", command="ls")
@@ -231,6 +305,21 @@ async def test_memory_search_finds_what_was_written_and_follows_changes(tools: H
     hits = orjson.loads((await tools.call("memory_search", query="oslo"))[0])["results"]
     assert hits[0]["path"] == "memory/2026/trip.md"
     assert orjson.loads((await tools.call("memory_search", query="?!"))[0])["results"] == []
+
+
+async def test_memory_search_does_not_follow_links_out_of_the_workspace(
+    tools: Harness, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keys.md").write_text("aws key AKIAOUTSIDE zebra42\n")
+    (tools.workspace / "memory").mkdir()
+    (tools.workspace / "memory" / "linked").symlink_to(outside)
+    (tools.workspace / "memory" / "file.md").symlink_to(outside / "keys.md")
+    (tools.workspace / "MEMORY.md").write_text("inside zebra42 note\n")
+    text, _ = await tools.call("memory_search", query="zebra42")
+    assert "AKIAOUTSIDE" not in text
+    assert [r["path"] for r in orjson.loads(text)["results"]] == ["MEMORY.md"]
 
 
 async def test_memory_get_reads_only_memory_files(tools: Harness) -> None:

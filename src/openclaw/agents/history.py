@@ -161,21 +161,35 @@ def apply_budget(
 ) -> list[ChatMessage]:
     """Drop the oldest turns until within budget; never start with an assistant turn; keep
     tool calls and results in pairs (``then``: the turn that follows, whose tool results may
-    answer the history's last calls)."""
-    kept = history[-max_messages:] if len(history) > max_messages else list(history)
+    answer the history's last calls: that call's turn is kept whatever the budget, or the
+    results would reach the model without it)."""
+    start = max(0, len(history) - max_messages)
     if max_tokens is not None:
         total = 0
-        cut = len(kept)
-        for i in range(len(kept) - 1, -1, -1):
-            total += estimate_tokens(kept[i].text) + TOKENS_PER_MESSAGE
+        for i in range(len(history) - 1, start - 1, -1):
+            total += estimate_tokens(history[i].text) + TOKENS_PER_MESSAGE
             if total > max_tokens:
+                start = i + 1
                 break
-            cut = i
-        kept = kept[cut:]
+    start = min(start, _answered_turn(history, then))
     # History must start at a user turn (never mid tool-exchange or with a reply).
-    while kept and kept[0].role != "user":
-        kept.pop(0)
-    return paired(kept, then)
+    while start < len(history) and history[start].role != "user":
+        start += 1
+    return paired(history[start:], then)
+
+
+def _answered_turn(history: Sequence[ChatMessage], then: Sequence[ChatMessage]) -> int:
+    """Where the turn starts whose last message's calls ``then`` answers (``len(history)``
+    when it answers none)."""
+    answers = {m.tool_call_id for m in then if m.role == "tool"}
+    i = len(history) - 1
+    while i >= 0 and history[i].role == "tool":  # the server's results of the same answer
+        i -= 1
+    if i < 0 or not answers & {c.id for c in history[i].tool_calls}:
+        return len(history)
+    while i > 0 and history[i].role != "user":
+        i -= 1
+    return i
 
 
 def paired(history: list[ChatMessage], then: Sequence[ChatMessage] = ()) -> list[ChatMessage]:

@@ -4,8 +4,8 @@ arrive, and the transcript write it becomes (``transcript_turn``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from openclaw.agents.history import record_content, reset_record
@@ -14,6 +14,9 @@ from openclaw.messages import ChatMessage, StopReason, TextDelta, ToolCall, Tool
 from openclaw.providers.base import Finished, ProviderEvent
 from openclaw.sessions.base import Turn
 from openclaw.sessions.models import TranscriptRecord
+
+# The gateway's secrets cut out of a text (``tools.redact.Redactor``).
+Redact = Callable[[str], str]
 
 Status = Literal["running", "done", "error", "aborted"]
 
@@ -129,10 +132,12 @@ class RunState:
         return total
 
 
-def _assistant(outcome: TurnOutcome, calls: tuple[ToolCall, ...], run_id: str) -> TranscriptRecord:
+def _assistant(
+    outcome: TurnOutcome, calls: tuple[ToolCall, ...], run_id: str, redact: Redact
+) -> TranscriptRecord:
     meta: dict[str, object] = {}
     if calls:
-        meta["toolCalls"] = [call.as_dict() for call in calls]
+        meta["toolCalls"] = [replace(c, arguments=redact(c.arguments)).as_dict() for c in calls]
     if outcome.usage is not None and outcome.usage.estimated:
         meta["usageEstimated"] = True
     if outcome.error is not None:
@@ -150,7 +155,7 @@ def _assistant(outcome: TurnOutcome, calls: tuple[ToolCall, ...], run_id: str) -
     )
 
 
-def _tool_result(result: ToolResultRecord, run_id: str) -> TranscriptRecord:
+def _tool_result(result: ToolResultRecord, run_id: str, redact: Redact) -> TranscriptRecord:
     return TranscriptRecord(
         role="tool",
         content=result.text,
@@ -159,7 +164,7 @@ def _tool_result(result: ToolResultRecord, run_id: str) -> TranscriptRecord:
         meta={
             "toolCallId": result.call.id,
             "toolName": result.call.name,
-            "arguments": result.call.arguments,
+            "arguments": redact(result.call.arguments),
             "isError": result.is_error,
             "durationMs": result.duration_ms,
         },
@@ -176,6 +181,7 @@ def transcript_turn(
     run_id: str,
     started: float,
     reset_to: list[ChatMessage] | None,
+    redact: Redact = str,
 ) -> Turn:
     """The run's transcript write: a history reset when the client's history replaced the
     stored one (``reset_to``), the turn's input messages, then each tool round (the assistant's
@@ -194,11 +200,13 @@ def transcript_turn(
             )
         )
     for round_ in state.rounds:
-        records.append(_assistant(round_.outcome, round_.outcome.tool_calls.calls(), run_id))
-        records.extend(_tool_result(r, run_id) for r in round_.results)
+        records.append(
+            _assistant(round_.outcome, round_.outcome.tool_calls.calls(), run_id, redact)
+        )
+        records.extend(_tool_result(r, run_id, redact) for r in round_.results)
     final = state.current
-    records.append(_assistant(final, final.tool_calls.calls(), run_id))
-    records.extend(_tool_result(r, run_id) for r in state.final_results)
+    records.append(_assistant(final, final.tool_calls.calls(), run_id, redact))
+    records.extend(_tool_result(r, run_id, redact) for r in state.final_results)
     return Turn(
         key=key,
         agent_id=agent_id,

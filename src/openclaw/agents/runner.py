@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from openclaw.agents.admission import Admission, SessionLocks
@@ -122,6 +122,7 @@ class Prepared:
     reset_to: list[ChatMessage] | None  # the history recorded as replacing the stored one
     tools: AgentTools  # the server tools offered (none for a model that cannot call tools)
     client_names: frozenset[str]  # the request's own tools: their calls go back to the client
+    redact: Callable[[str], str]  # the gateway's secrets out of what the transcript keeps
 
     @property
     def target(self) -> Target:
@@ -138,6 +139,7 @@ class Prepared:
             run_id=params.run_id,
             started=self.started,
             reset_to=self.reset_to,
+            redact=self.redact,
         )
 
 
@@ -289,7 +291,17 @@ class AgentRunner:
         )
         client_names = frozenset(t.name for t in params.tools)
         reset_to = history if merged.diverged else None
-        return Prepared(agent, params, started, request, refs, reset_to, server, client_names)
+        return Prepared(
+            agent,
+            params,
+            started,
+            request,
+            refs,
+            reset_to,
+            server,
+            client_names,
+            self.toolbox.redactor,
+        )
 
     async def _history(self, agent: Agent, params: RunParams) -> Reconciled:
         """The stored transcript, reconciled with the client's history if it sent one."""
@@ -390,12 +402,7 @@ class AgentRunner:
         each answer's server calls run, their results go back to the model."""
         agent = prepared.agent
         deadline = asyncio.get_running_loop().time() + agent.timeout_seconds
-        calls = ServerCalls(
-            self.toolbox,
-            prepared.tools,
-            self.toolbox.context(agent, prepared.target.key),
-            max_repeats=self.max_repeats,
-        )
+        calls: ServerCalls | None = None  # made at the first server call: most runs have none
         request = prepared.request
         for number in itertools.count():
             last = number >= self.max_rounds
@@ -411,8 +418,15 @@ class AgentRunner:
             if not server:
                 return
             if last:
-                self._past_the_limit(state, only_server=len(server) == len(answer))
+                self._past_the_limit(state, server, only_server=len(server) == len(answer))
                 return
+            if calls is None:
+                calls = ServerCalls(
+                    self.toolbox,
+                    prepared.tools,
+                    self.toolbox.context(agent, prepared.target.key),
+                    max_repeats=self.max_repeats,
+                )
             results: list[ToolResultRecord] = []
             async for event in self._run_tools(calls, server, deadline, results, agent):
                 yield event
@@ -455,10 +469,15 @@ class AgentRunner:
             provider, model, _ = self.providers.resolve(outcome.ref)
             outcome.usage = await provider.count_tokens(model, request.messages, outcome.text)
 
-    def _past_the_limit(self, state: RunState, *, only_server: bool) -> None:
-        """Told to answer without tools, the model called some anyway: they do not run.  The
+    def _past_the_limit(
+        self, state: RunState, server: list[ToolCall], *, only_server: bool
+    ) -> None:
+        """Told to answer without tools, the model called some anyway: they do not run, and are
+        answered (in the transcript) with an error result, so every call keeps its result.  The
         client's calls still go back to it; without any, the reply is what the model said (a
         ``tool_calls`` finish would promise calls), and nothing said at all is an error."""
+        refusal = f"Not run: this run reached its limit of {self.max_rounds} tool rounds."
+        state.final_results = [ToolResultRecord(call, refusal, True, 0) for call in server]
         if not only_server:
             return
         state.current.finish = "stop"

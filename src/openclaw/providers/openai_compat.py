@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -67,7 +67,13 @@ def wire_message(msg: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def request_body(req: ModelRequest, *, stream: bool, max_tokens_field: str = "max_tokens") -> bytes:
+def request_body(
+    req: ModelRequest,
+    *,
+    stream: bool,
+    max_tokens_field: str = "max_tokens",
+    encode_tool: Callable[[ToolDefinition], Any] | None = None,
+) -> bytes:
     body: dict[str, Any] = {
         "model": req.model,
         "messages": [wire_message(m) for m in req.messages],
@@ -91,10 +97,32 @@ def request_body(req: ModelRequest, *, stream: bool, max_tokens_field: str = "ma
     if s.stop:
         body["stop"] = list(s.stop)
     if req.tools:
-        body["tools"] = [_tool(t) for t in req.tools]
+        body["tools"] = [(encode_tool or _tool)(t) for t in req.tools]
         if req.tool_choice is not None:
             body["tool_choice"] = _tool_choice(req.tool_choice)
     return orjson.dumps(body)
+
+
+class EncodedTools:
+    """Tool definitions as JSON, the server's own encoded once: the same objects come with
+    every request, and a dozen schemas are most of a small request's body.  (A client's tools
+    change per request: they are encoded each time.)"""
+
+    LIMIT = 512  # more server tools than agents times tools: something else is being cached
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[ToolDefinition, orjson.Fragment]] = {}
+
+    def __call__(self, tool: ToolDefinition) -> Any:
+        if tool.wire is not None:
+            return _tool(tool)
+        hit = self._done.get(id(tool))
+        if hit is None or hit[0] is not tool:
+            if len(self._done) >= self.LIMIT:
+                self._done.clear()
+            hit = (tool, orjson.Fragment(orjson.dumps(_tool(tool))))
+            self._done[id(tool)] = hit
+        return hit[1]
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
@@ -161,12 +189,18 @@ class OpenAICompatProvider(HttpProviderBase):
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         headers.update(cfg.headers)
         self._headers = headers
+        self._tools = EncodedTools()
 
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:
         label = self._label(request.model)
-        body = request_body(request, stream=deltas, max_tokens_field=self.cfg.max_tokens_field)
+        body = request_body(
+            request,
+            stream=deltas,
+            max_tokens_field=self.cfg.max_tokens_field,
+            encode_tool=self._tools,
+        )
         with upstream_errors(label):
             async with self.session.post(self._url, data=body, headers=self._headers) as resp:
                 await raise_for_response(resp, label)

@@ -46,13 +46,17 @@ class Hit:
 
 
 def memory_files(workspace: Path) -> Iterator[Path]:
-    """The memory files of a workspace, relative paths sorted."""
+    """The memory files of a workspace, relative paths sorted; none that a symlink leads out
+    of the workspace (the file tools refuse those too)."""
+    root = workspace.resolve()
     top = workspace / "MEMORY.md"
-    if top.is_file():
-        yield top
+    candidates = [top] if top.is_file() else []
     folder = workspace / "memory"
     if folder.is_dir():
-        yield from sorted(p for p in folder.rglob("*.md") if p.is_file())
+        candidates += sorted(p for p in folder.rglob("*.md") if p.is_file())
+    for path in candidates:
+        if path.resolve().is_relative_to(root):
+            yield path
 
 
 def is_memory_path(rel: str) -> bool:

@@ -9,13 +9,20 @@ import re
 from collections.abc import Iterable, Mapping
 
 MASK = "[REDACTED]"
-# Shorter values ("none", "x") are placeholders, not secrets; masking them would mangle text.
+# Provider keys and header values shorter than this are placeholders ("none", "x", "EMPTY"), not
+# secrets: masking them would mangle text.  The gateway's own token or password is the key to
+# everything, so it is masked however short, down to a length where masking still makes sense.
 MIN_SECRET_LENGTH = 8
+MIN_GATEWAY_SECRET_LENGTH = 4
 
 
 class Redactor:
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        self.secrets = frozenset(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+    def __init__(
+        self, secrets: Iterable[str | None], *, gateway: Iterable[str | None] = ()
+    ) -> None:
+        found = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}
+        found |= {s for s in gateway if s and len(s) >= MIN_GATEWAY_SECRET_LENGTH}
+        self.secrets = frozenset(found)
         # Longest first, so a secret containing another is masked whole.
         ordered = sorted(self.secrets, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None

@@ -11,7 +11,7 @@ import shlex
 import shutil
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,23 +45,59 @@ def allowlisted_argv(
         raise ToolError(
             f"`{program}` is not an allowed program; allowed: {', '.join(allow) or 'none'}."
         )
+    operands_only = False
     for arg in argv[1:]:
-        _check_path_argument(arg, workspace, cwd, workspace_only=workspace_only)
+        if operands_only or not arg.startswith("-") or arg == "-":
+            _check_path(arg, arg, workspace, cwd, workspace_only=workspace_only)
+        elif arg == "--":
+            operands_only = True  # what follows is file names, whatever they start with
+        else:
+            _check_option(program, arg, workspace, cwd, workspace_only=workspace_only)
     return argv
 
 
-def _check_path_argument(arg: str, workspace: Path, cwd: Path, *, workspace_only: bool) -> None:
-    """An argument that names a path (it has a ``/``, is ``.``/``..``, starts with ``~``, or is
-    an existing entry) must lead inside the workspace, symlinks followed."""
-    if not workspace_only:
+# Options of the default allowlist's programs that change the host or read beyond the command
+# line's own paths (following every symlink of a tree).
+REFUSED_OPTIONS: dict[str, frozenset[str]] = {
+    "date": frozenset({"-s", "--set"}),
+    "grep": frozenset({"-R", "--dereference-recursive"}),
+}
+
+
+def _check_option(
+    program: str, arg: str, workspace: Path, cwd: Path, *, workspace_only: bool
+) -> None:
+    """An option, and a file name glued to it (``--file=x``, ``-fx``): the value is checked
+    like any path argument; options in ``REFUSED_OPTIONS`` are refused."""
+    refused = REFUSED_OPTIONS.get(program, frozenset())
+    if arg.startswith("--"):
+        name, _, value = arg.partition("=")
+        # GNU tools take any unambiguous start of a long option: ``--se`` is ``--set``.
+        if any(r.startswith("--") and r.startswith(name) for r in refused):
+            raise ToolError(f"`{program} {name}` is not allowed.")
+        if value:
+            _check_path(value, arg, workspace, cwd, workspace_only=workspace_only)
         return
-    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-    if arg.startswith("-") and "=" not in arg:
-        return  # an option
-    if not value:
+    # A cluster of short options (``-rn``), maybe with a value glued on after any of them
+    # (``-f/etc/x``, ``-rf../x``, ``-n5``): each possible value is checked as a path (the check
+    # only refuses what leads out of the workspace).
+    for ch in arg[1:]:
+        if not ch.isalpha():
+            break
+        if f"-{ch}" in refused:
+            raise ToolError(f"`{program} -{ch}` is not allowed.")
+    for i in range(2, len(arg)):
+        _check_path(arg[i:], arg, workspace, cwd, workspace_only=workspace_only)
+
+
+def _check_path(value: str, arg: str, workspace: Path, cwd: Path, *, workspace_only: bool) -> None:
+    """``value`` (from the argument ``arg``), when it names a path (it has a ``/``, is ``.`` or
+    ``..``, or is an existing entry), must lead inside the workspace, symlinks followed.  No
+    shell runs the command, so ``~`` and globs are plain characters."""
+    if not workspace_only or not value:
         return
-    candidate = cwd / Path(value).expanduser()
-    looks_like_path = "/" in value or value in (".", "..") or value.startswith("~")
+    candidate = cwd / value
+    looks_like_path = "/" in value or value in (".", "..")
     if not (looks_like_path or candidate.exists() or candidate.is_symlink()):
         return
     if not candidate.resolve().is_relative_to(workspace.resolve()):
@@ -83,6 +119,7 @@ async def run_command(
     env: Mapping[str, str],
     timeout: float,  # noqa: ASYNC109 - the command's own limit, enforced with its group kill
     max_chars: int,
+    redact: Callable[[str], str] | None = None,
 ) -> Completed:
     """Run ``argv`` in a new process group, stdout and stderr together, output capped; the
     whole group is killed on timeout and when the caller is cancelled."""
@@ -129,15 +166,20 @@ async def run_command(
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await proc.wait()
+        await _reap_orphans(proc.pid)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await drainer
         drainer.cancel()
     exit_code = None if timed_out else proc.returncode
     text = b"".join(chunks).decode("utf-8", "replace")
+    duration = int((time.perf_counter() - started) * 1000)
+    if redact is not None:
+        # Before the cut: a secret cut in half would no longer be recognised.
+        text = redact(text)
     if len(text) > max_chars:
         text, truncated = text[:max_chars], True
-    return Completed(exit_code, text, truncated, int((time.perf_counter() - started) * 1000))
+    return Completed(exit_code, text, truncated, duration)
 
 
 async def _exited(proc: asyncio.subprocess.Process) -> None:
@@ -163,6 +205,20 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def _reap_orphans(pgid: int) -> None:
+    """Collect what is left of the group once its leader is reaped.  Killed background
+    children are handed to PID 1 (or a subreaper): when that is this gateway (a container
+    without an init), nobody else would collect them and zombies would pile up.  Otherwise
+    there are none of our children in the group, and this returns at once."""
+    for _ in range(100):
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG: never blocks
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:  # some still dying
+            await asyncio.sleep(0.01)
 
 
 def kill_group(pgid: int) -> None:

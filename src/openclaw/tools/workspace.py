@@ -15,7 +15,15 @@ def resolve(workspace: Path, path: str, *, workspace_only: bool) -> Path:
     if not path or "\x00" in path:
         raise ToolError("The path is empty or contains a NUL byte.")
     root = workspace.resolve()
-    target = (root / Path(path).expanduser()).resolve()
+    given = Path(path)
+    if path.startswith("~"):
+        if workspace_only:
+            raise ToolError(f"The path `{path}` is outside the agent's workspace.")
+        try:
+            given = given.expanduser()
+        except RuntimeError:  # ~someone who does not exist
+            raise ToolError(f"No such home folder in `{path}`.") from None
+    target = (root / given).resolve()
     if workspace_only and not target.is_relative_to(root):
         raise ToolError(f"The path `{path}` is outside the agent's workspace.")
     return target

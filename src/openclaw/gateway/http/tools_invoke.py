@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openclaw.agents.registry import UnknownAgentError
 from openclaw.config import defaults as d
 from openclaw.errors import InvalidRequestError, NotFoundError
 from openclaw.gateway.body import read_body
@@ -53,10 +54,13 @@ class ToolsInvokeEndpoint:
         runtime = self.gw.runtime
         try:
             target = runtime.agents.target(None, session_key=body.session_key, default="main")
+            agent = runtime.agents.get(target.agent_id)
         except ValueError:
             raise InvalidRequestError("Invalid `sessionKey`.", param="sessionKey") from None
-        agent = runtime.agents.get(target.agent_id)
-        tool = runtime.toolbox.for_http(agent.id).tools.get(body.tool)
+        except UnknownAgentError as exc:
+            raise InvalidRequestError(exc.message, param="sessionKey") from None
+        # Tool names are matched as the policy matches them: case-insensitively.
+        tool = runtime.toolbox.for_http(agent.id).tools.get(body.tool.strip().lower())
         if tool is None:
             raise NotFoundError(
                 f"Tool `{body.tool}` is not available here.", code="tool_not_found", param="tool"

@@ -44,7 +44,12 @@ async def run(args: ExecArgs, ctx: ToolContext) -> ToolResult:
         argv[0] = program
     timeout = min(args.timeout or cfg.timeout_seconds, cfg.timeout_seconds)
     done = await shell.run_command(
-        argv, cwd=cwd, env=env, timeout=timeout, max_chars=cfg.max_output_chars
+        argv,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        max_chars=cfg.max_output_chars,
+        redact=ctx.redactor,
     )
     text = done.output
     if done.truncated:

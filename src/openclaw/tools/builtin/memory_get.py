@@ -9,6 +9,7 @@ from pydantic import Field
 
 from openclaw.tools import workspace
 from openclaw.tools.base import Args, Tool, ToolContext, ToolError, ToolResult
+from openclaw.tools.builtin import read
 from openclaw.tools.memory_index import is_memory_path
 
 
@@ -29,7 +30,21 @@ async def run(args: MemoryGetArgs, ctx: ToolContext) -> ToolResult:
     lines = text.splitlines()[args.from_line - 1 :]
     if args.lines is not None:
         lines = lines[: args.lines]
-    return ToolResult(orjson.dumps({"path": rel, "text": "\n".join(lines)}).decode())
+    # As `read`: at most 50 KB at a time, and where to go on.
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        size += len(line.encode()) + 1
+        if size > read.MAX_BYTES:
+            if not kept:
+                kept.append(read.cut(line, read.MAX_BYTES))
+            break
+        kept.append(line)
+    body: dict[str, object] = {"path": rel, "text": "\n".join(kept)}
+    if len(kept) < len(lines) or (kept and kept[-1] != lines[len(kept) - 1]):
+        body["truncated"] = True
+        body["nextFrom"] = args.from_line + len(kept)
+    return ToolResult(orjson.dumps(body).decode())
 
 
 TOOL = Tool(

@@ -37,11 +37,19 @@ def _window(path: Path, offset: int, limit: int | None) -> tuple[str, int, int, 
     last = offset - 1
     for line in lines[offset - 1 : offset - 1 + min(limit or MAX_LINES, MAX_LINES)]:
         size += len(line.encode())
-        if size > MAX_BYTES and out:
+        if size > MAX_BYTES:
+            if not out:  # one line longer than the cap on its own: its start
+                out.append(cut(line, MAX_BYTES) + f"\n[Line {offset} is cut at 50 KB.]")
+                last += 1
             break
         out.append(line)
         last += 1
     return "".join(out), offset, last, total
+
+
+def cut(text: str, max_bytes: int) -> str:
+    """The start of ``text`` that fits in ``max_bytes`` of UTF-8 (no character split)."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore")
 
 
 async def run(args: ReadArgs, ctx: ToolContext) -> ToolResult:
