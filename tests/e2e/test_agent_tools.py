@@ -211,23 +211,31 @@ def test_websocket_agent_streams_tool_events(
     assert (gw.state_dir / "workspace" / "a.txt").read_text() == "alpha"
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["gateway", "local"])
 def test_openclaw_agent_prints_one_line_per_tool_call(
-    upstream: FakeUpstream, gateway_factory, tmp_path: Path
+    upstream: FakeUpstream, gateway_factory, tmp_path: Path, local: bool
 ) -> None:
     gw = gateway_factory(tools_config(upstream))
     config = tmp_path / "cli.json"
+    auth = {"mode": "token", "token": gw.token}
+    # --local runs the agent in the CLI's own process, on the same config.
     config.write_text(
-        json.dumps({"gateway": {"port": gw.port, "auth": {"mode": "token", "token": gw.token}}})
+        json.dumps({**tools_config(upstream), "gateway": {"port": gw.port, "auth": auth}})
     )
+    state = tmp_path / "cli-state"
     upstream.script(ToolCalls(calls=(call("write", path="x.md", content="hi"),), text="Writing."))
-    env = {"OPENCLAW_STATE_DIR": str(tmp_path / "cli-state"), "OPENCLAW_CONFIG_PATH": str(config)}
-    res = CliRunner().invoke(cli, ["agent", "-m", "write it"], env=env)
+    env = {"OPENCLAW_STATE_DIR": str(state), "OPENCLAW_CONFIG_PATH": str(config)}
+    res = CliRunner().invoke(
+        cli, ["agent", "-m", "write it", *(["--local"] if local else [])], env=env
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert lines[0] == "Writing."
     assert lines[1].startswith('[tool write {"path":"x.md","content":"hi"}: ok, ')
     assert lines[1].endswith(" ms]")
     assert lines[2:] == ["Echo: tool Wrote 2 bytes to x.md."]
+    workspace = (state if local else gw.state_dir) / "workspace"
+    assert (workspace / "x.md").read_text() == "hi"
 
 
 # --- client and server tools --------------------------------------------------------------------
