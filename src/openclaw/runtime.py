@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -113,9 +114,19 @@ def gateway_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
             yield value
 
 
+# Header names that carry credentials (others, such as OpenRouter's HTTP-Referer and X-Title,
+# are ordinary text that masking would mangle).
+CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
+
+
 def provider_secrets(config: Config) -> Iterator[str]:
-    """Each provider's API key and header values."""
+    """Each provider's API key and credential header values."""
     for provider in config.models.providers.values():
         if provider.api_key:
             yield provider.api_key
-        yield from provider.headers.values()
+        for name, value in provider.headers.items():
+            if CREDENTIAL_HEADER.search(name):
+                yield value
+                scheme, _, credential = value.partition(" ")
+                if credential and scheme.lower() in ("bearer", "basic", "token"):
+                    yield credential.strip()

@@ -27,7 +27,7 @@ from tests.e2e.conftest import (
     tools_config,
     transcripts,
 )
-from tests.upstream import FakeUpstream, ToolCalls
+from tests.upstream import Answer, FakeUpstream, ToolCalls
 from tests.upstream.behaviours import count_words
 
 
@@ -440,3 +440,100 @@ def test_bad_calls_become_error_results_the_model_can_recover_from(
     assert sum("outside the agent's workspace" in t for t in texts[2:5]) == 3
     assert "not found" in texts[5]
     assert "Pipes, redirects and chaining" in texts[6]
+
+
+def _three_rounds(i: int, text: bool) -> list[Any]:
+    said = (lambda s: s) if text else (lambda s: None)
+    return [
+        ToolCalls(calls=(call("ls", path="."),), text=said(f"Step {i}a.")),
+        ToolCalls(calls=(call("ls"),), text=said(f"Step {i}b.")),
+        ToolCalls(calls=(call("exec", command="pwd"),), text=said(f"Step {i}c.")),
+        Answer(),
+    ]
+
+
+@pytest.mark.parametrize("text", [True, False], ids=["rounds-with-text", "silent-rounds"])
+def test_a_small_history_budget_reads_whole_turns(
+    upstream: FakeUpstream, gateway_factory, text: bool
+) -> None:
+    """Regression: the transcript's last records began inside a turn, so the history seen as
+    the client saw it did not match and was replaced (a reset), or a result went without its
+    call."""
+    cfg = tools_config(upstream)
+    cfg["agents"]["defaults"]["maxHistoryMessages"] = 10
+    gw = gateway_factory(cfg)
+    messages: list[dict[str, Any]] = []
+    with client(gw) as c:
+        for i in (1, 2, 3, 4):
+            upstream.script(*(_three_rounds(i, text) if i < 4 else [Answer()]))
+            messages.append({"role": "user", "content": f"q{i}"})
+            reply = c.chat.completions.create(model="openclaw", messages=messages, user="budget")
+            messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+    [records] = transcripts(gw.state_dir)
+    assert not [r for r in records if (r.get("meta") or {}).get("type") == "history-reset"]
+    sent = upstream.model_requests[-1].body["messages"]
+    assert sent[0]["role"] == "user" and sent[-1] == {"role": "user", "content": "q4"}
+    for i, m in enumerate(sent):
+        if m["role"] == "tool":  # each result right after the call it answers
+            assert m["tool_call_id"] in {tc["id"] for tc in sent[i - 1].get("tool_calls") or []} | {
+                m2["tool_call_id"] for m2 in sent[:i] if m2["role"] == "tool"
+            }
+
+
+def test_a_client_result_after_many_rounds_keeps_its_call(
+    upstream: FakeUpstream, gateway_factory
+) -> None:
+    cfg = tools_config(upstream)
+    cfg["agents"]["defaults"]["maxHistoryMessages"] = 4
+    gw = gateway_factory(cfg)
+    upstream.script(
+        *[
+            ToolCalls(calls=(call("ls", path="."), call("exec", command=f"echo {i}")))
+            for i in range(5)
+        ],
+        ToolCalls(calls=(call("get_weather", city="Oslo"),)),
+    )
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "weather?"}]
+    with client(gw) as c:
+        reply = c.chat.completions.create(
+            model="openclaw", messages=messages, tools=[WEATHER], user="many"
+        )
+        [mine] = reply.choices[0].message.tool_calls or []
+        messages += [
+            reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": mine.id, "content": "sunny"},
+        ]
+        final = c.chat.completions.create(
+            model="openclaw", messages=messages, tools=[WEATHER], user="many"
+        )
+    assert final.choices[0].message.content == "Echo: tool sunny"
+    sent = upstream.model_requests[-1].body["messages"]
+    assert sent[0]["role"] == "user"
+    assert sent[-1] == {"role": "tool", "content": "sunny", "tool_call_id": mine.id}
+    assert any(mine.id in [tc["id"] for tc in m.get("tool_calls") or []] for m in sent)
+    # The transcript was read far enough back to agree with the client: no reset.
+    [records] = transcripts(gw.state_dir)
+    assert not [r for r in records if (r.get("meta") or {}).get("type") == "history-reset"]
+
+
+def test_openclaw_agent_local_masks_the_generated_token(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Regression: --local built its runtime without the token the gateway generated into the
+    state dir, so a tool could hand it to the model."""
+    state = tmp_path / "state"
+    (state / "credentials").mkdir(parents=True)
+    token = "generated-token-0123456789abcdef"
+    (state / "credentials" / "gateway-token").write_text(token + "\n")
+    (state / "workspace").mkdir()
+    (state / "workspace" / "notes.txt").write_text(f"the token is {token}")
+    config = tmp_path / "cli.json"
+    config.write_text(
+        json.dumps({**tools_config(upstream), "gateway": {"auth": {"mode": "token"}}})
+    )
+    upstream.script(ToolCalls(calls=(call("read", path="notes.txt"),)))
+    env = {"OPENCLAW_STATE_DIR": str(state), "OPENCLAW_CONFIG_PATH": str(config)}
+    res = CliRunner().invoke(cli, ["agent", "--local", "-m", "read it"], env=env)
+    assert res.exit_code == 0, res.output
+    assert token not in res.stdout and "the token is [REDACTED]" in res.stdout
+    assert token not in json.dumps(upstream.model_requests[-1].body)

@@ -14,12 +14,15 @@ import orjson
 import pytest
 from aiohttp import web
 
+from openclaw.config.loader import validate
 from openclaw.config.schema import ToolsConfig
+from openclaw.runtime import provider_secrets
 from openclaw.sessions.store import SqliteSessionStore
-from openclaw.tools.base import ToolContext
+from openclaw.tools.base import ToolContext, ToolError
 from openclaw.tools.memory_index import MemoryIndexes
 from openclaw.tools.redact import MASK, Redactor
 from openclaw.tools.registry import BUILTIN, run_tool
+from openclaw.tools.shell import allowlisted_argv
 from openclaw.tools.web import WebFetcher
 from tests.harness import process_group_alive
 
@@ -165,7 +168,11 @@ async def test_bad_arguments_are_an_error_result(tools: Harness) -> None:
         ("date -f../outside.txt", "outside the agent's workspace"),
         ("date -r/etc/passwd", "outside the agent's workspace"),
         ("grep -rf../x y", "outside the agent's workspace"),
-        ("wc --files0-from=/etc/passwd", "outside the agent's workspace"),
+        ("wc --files0-from=/etc/passwd", "`wc --files0-from` is not allowed"),
+        ("wc --files0-from=list", "`wc --files0-from` is not allowed"),
+        ("ls -RL .", "`ls -L` is not allowed"),
+        ("ls -lL .", "`ls -L` is not allowed"),
+        ("ls --dereference .", "`ls --dereference` is not allowed"),
         # Options that change the host or follow every symlink of a tree.
         ("date -s 2001-01-01", "`date -s` is not allowed"),
         ("date -us 2001-01-01", "`date -s` is not allowed"),
@@ -178,6 +185,20 @@ async def test_bad_arguments_are_an_error_result(tools: Harness) -> None:
 async def test_the_allowlist_refuses(tools: Harness, command: str, why: str) -> None:
     text, err = await tools.call("exec", command=command)
     assert err and why in text
+
+
+@pytest.mark.parametrize(
+    "command", ["date 010100002030", "date -u 0101", "date -- 0101", "date 2030-01-01"]
+)
+def test_date_may_not_set_the_clock(tmp_path: Path, command: str) -> None:
+    # Checked without running: on a machine where tests run as root a miss would set the clock.
+    with pytest.raises(ToolError, match="only `date"):
+        allowlisted_argv(command, ["date"], tmp_path, tmp_path, workspace_only=True)
+
+
+@pytest.mark.parametrize("command", ["date", "date +%Y-%m-%d", "date -u -d tomorrow +%A"])
+def test_date_may_show_the_time(tmp_path: Path, command: str) -> None:
+    assert allowlisted_argv(command, ["date"], tmp_path, tmp_path, workspace_only=True)
 
 
 async def test_allowed_commands_run_in_the_workspace(tools: Harness) -> None:
@@ -218,6 +239,42 @@ async def test_a_secret_cut_by_the_output_cap_is_still_masked(tools: Harness) ->
     (full.workspace / "s.txt").write_text("x" * 990 + SECRET)
     text, _ = await full.call("exec", command="cat s.txt")
     assert SECRET[:8] not in text
+
+
+def test_secrets_are_masked_in_json_too() -> None:
+    secret = 'Tr0ub4dor"&3\\x'
+    redact = Redactor([], gateway=[secret])
+    assert redact(orjson.dumps({"text": f"pw {secret}"}).decode()) == f'{{"text":"pw {MASK}"}}'
+
+
+def test_only_credential_headers_of_providers_are_secrets() -> None:
+    config = validate(
+        {
+            "models": {
+                "providers": {
+                    "router": {
+                        "api": "openai-completions",
+                        "baseUrl": "https://openrouter.example/v1",
+                        "apiKey": "sk-or-0123456789",
+                        "headers": {
+                            "HTTP-Referer": "https://example.org",
+                            "X-Title": "Notebook",
+                            "X-Api-Key": "header-key-0123456789",
+                            "Authorization": "Bearer bearer-token-0123456789",
+                        },
+                        "models": [{"id": "m"}],
+                    }
+                }
+            }
+        },
+        env={},
+    )
+    assert set(provider_secrets(config)) == {
+        "sk-or-0123456789",
+        "header-key-0123456789",
+        "Bearer bearer-token-0123456789",
+        "bearer-token-0123456789",
+    }
 
 
 def test_the_gateway_secret_is_masked_however_short() -> None:

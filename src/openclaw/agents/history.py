@@ -43,6 +43,13 @@ def _record_text(content: Any) -> str:
     return ""
 
 
+def starts_turn(record: TranscriptRecord) -> bool:
+    """Whether a turn begins at ``record``: a user message, or a history reset (which carries
+    the history before it).  A client's tool results begin a turn too, but only as the answer
+    to the calls before them: history cannot start there."""
+    return record.role == "user" or (record.meta or {}).get("type") == RESET
+
+
 def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
     """Transcript records as chat turns, starting after the last history reset."""
     out: list[ChatMessage] = []

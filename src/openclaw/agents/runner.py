@@ -23,7 +23,13 @@ from dataclasses import dataclass, field, replace
 
 from openclaw.agents.admission import Admission, SessionLocks
 from openclaw.agents.events import EventBus, RunEnded, RunEvent, RunStarted
-from openclaw.agents.history import Reconciled, apply_budget, reconcile, to_messages
+from openclaw.agents.history import (
+    Reconciled,
+    apply_budget,
+    reconcile,
+    starts_turn,
+    to_messages,
+)
 from openclaw.agents.outcome import (
     RunState,
     ToolResultRecord,
@@ -60,6 +66,7 @@ from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import SessionStore, Turn
 from openclaw.sessions.keys import Target
+from openclaw.sessions.models import TranscriptRecord
 from openclaw.tools.registry import AgentTools, Toolbox
 
 log = get_logger("runner")
@@ -311,13 +318,24 @@ class AgentRunner:
             # The previous turn of this session (an aborted or failed one) may still be being
             # written; its failure is not this run's.
             await self.settled(target.key)
-            _, records = await self.store.load(
-                target.key, agent.id, max_records=agent.max_history_messages + HISTORY_SLACK
-            )
-            stored = to_messages(records)
+            stored = to_messages(await self._whole_turns(target.key, agent))
         if params.history is None:
             return Reconciled(stored, False)
         return reconcile(stored, list(params.history), (*params.preceding, params.message))
+
+    async def _whole_turns(self, key: str, agent: Agent) -> list[TranscriptRecord]:
+        """The transcript's last records, from the start of a turn: a window that begins
+        inside one (its tool rounds, results without their calls) loses that part; a window
+        inside a single turn is read again, longer."""
+        want = agent.max_history_messages + HISTORY_SLACK
+        while True:
+            _, records = await self.store.load(key, agent.id, max_records=want)
+            start = next((i for i, r in enumerate(records) if starts_turn(r)), None)
+            if start is not None:
+                return records[start:]
+            if len(records) < want:
+                return []  # the whole transcript, and no turn in it
+            want *= 4
 
     def _server_tools(self, agent: Agent, ref: str, params: RunParams) -> AgentTools:
         """The agent's tools when its model can call tools; refuse what the model cannot take

@@ -21,7 +21,7 @@ from openclaw.cli.common import config_option, fail, load
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, OpenClawError
 from openclaw.gateway.app import bind_host
-from openclaw.gateway.auth import is_loopback_host, resolve_secret
+from openclaw.gateway.auth import is_loopback_host, resolve_secret, secret_file
 from openclaw.gateway.protocol import result_payload
 from openclaw.messages import ChatMessage, TextDelta
 from openclaw.runtime import Runtime
@@ -260,8 +260,14 @@ def _close_reason(exc: ConnectionClosed) -> str:
 
 async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) -> dict[str, Any]:
     """The same run in this process, on the same state dir; the final result."""
+    # A secret the gateway generated lives in the state dir: this run's tools must mask it too.
+    generated = [
+        path.read_text().strip()
+        for path in (secret_file(state_dir, "token"), secret_file(state_dir, "password"))
+        if path.is_file()
+    ]
     try:
-        runtime = Runtime(config, state_dir)
+        runtime = Runtime(config, state_dir, secrets=generated)
     except ConfigError as exc:
         raise AgentCommandError(str(exc)) from None
     await runtime.start()

@@ -8,6 +8,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
+import orjson
+
 MASK = "[REDACTED]"
 # Provider keys and header values shorter than this are placeholders ("none", "x", "EMPTY"), not
 # secrets: masking them would mangle text.  The gateway's own token or password is the key to
@@ -23,8 +25,11 @@ class Redactor:
         found = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}
         found |= {s for s in gateway if s and len(s) >= MIN_GATEWAY_SECRET_LENGTH}
         self.secrets = frozenset(found)
+        # Tools that answer in JSON escape quotes and backslashes: a secret holding one must be
+        # recognised in that form too.
+        forms = found | {orjson.dumps(s).decode()[1:-1] for s in found}
         # Longest first, so a secret containing another is masked whole.
-        ordered = sorted(self.secrets, key=len, reverse=True)
+        ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def __call__(self, text: str) -> str:

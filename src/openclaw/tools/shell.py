@@ -46,22 +46,31 @@ def allowlisted_argv(
             f"`{program}` is not an allowed program; allowed: {', '.join(allow) or 'none'}."
         )
     operands_only = False
+    previous = ""
     for arg in argv[1:]:
         if operands_only or not arg.startswith("-") or arg == "-":
+            if program == "date" and previous not in DATE_VALUE_OPTIONS and arg[:1] != "+":
+                # `date MMDDhhmm` sets the clock: date may only show the time.
+                raise ToolError(f"`date {arg}` is not allowed: only `date [-d ...] [+FORMAT]`.")
             _check_path(arg, arg, workspace, cwd, workspace_only=workspace_only)
         elif arg == "--":
             operands_only = True  # what follows is file names, whatever they start with
         else:
             _check_option(program, arg, workspace, cwd, workspace_only=workspace_only)
+        previous = arg
     return argv
 
 
-# Options of the default allowlist's programs that change the host or read beyond the command
-# line's own paths (following every symlink of a tree).
+# Options of the default allowlist's programs that change the host, or read beyond the command
+# line's own paths (following the symlinks of a tree, or file names read from a file).
 REFUSED_OPTIONS: dict[str, frozenset[str]] = {
     "date": frozenset({"-s", "--set"}),
     "grep": frozenset({"-R", "--dereference-recursive"}),
+    "ls": frozenset({"-L", "--dereference"}),
+    "wc": frozenset({"--files0-from"}),
 }
+# date's options whose value is the next argument (not an operand that would set the clock).
+DATE_VALUE_OPTIONS = frozenset({"-d", "--date", "-f", "--file", "-r", "--reference"})
 
 
 def _check_option(
