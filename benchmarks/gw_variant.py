@@ -83,7 +83,7 @@ def apply() -> None:
         async def _race(receive: Any, work: Any) -> Any:
             return await work
 
-        chat_completions._race_disconnect = _race  # type: ignore[assignment]
+        chat_completions.race_disconnect = _race  # type: ignore[assignment]
 
     if "no-gw-middleware" in VARIANTS:
         from openclaw.gateway.middleware import GatewayMiddleware

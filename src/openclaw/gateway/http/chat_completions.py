@@ -9,25 +9,26 @@ the run, which closes the upstream call and stores the partial turn as aborted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable
-from typing import TypeVar
 
 import orjson
 from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from openclaw.agents.events import RunEvent, ToolFinished, ToolStarted
+from openclaw.agents.events import ToolFinished, ToolStarted
 from openclaw.agents.runner import RunParams, RunResult
-from openclaw.aio import reap
 from openclaw.errors import OpenClawError, UpstreamError
 from openclaw.gateway import wire
 from openclaw.gateway.body import read_body
 from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, run_params
 from openclaw.gateway.http.chat_response import ChunkWriter, completion, completion_id
 from openclaw.gateway.http.chat_response import finish_reason as finish_reason_of
+from openclaw.gateway.http.streaming import (
+    ClientGone,
+    SseStream,
+    race_disconnect,
+    send_json_body,
+)
 from openclaw.gateway.openai_schema import ChatCompletionRequest, parse_request
 from openclaw.gateway.state import GatewayState, require_auth
 from openclaw.logs import get_logger
@@ -35,23 +36,10 @@ from openclaw.messages import TextDelta, ToolCallDelta
 
 log = get_logger("chat")
 
-STREAM_QUEUE_SIZE = 256
-WATCH_AFTER_SECONDS = 0.05
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 TOOL_EVENTS_HEADER = "x-openclaw-tool-events"
 _SHOWN: tuple[type, ...] = (TextDelta, ToolCallDelta, RunResult)
 _SHOWN_WITH_TOOLS: tuple[type, ...] = (*_SHOWN, ToolStarted, ToolFinished)
 _DONE = b"data: [DONE]\n\n"
-_KEEPALIVE = b": keep-alive\n\n"
-T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client disconnected; nothing more is sent."""
 
 
 def _empty_reply() -> UpstreamError:
@@ -88,9 +76,9 @@ class ChatCompletionsEndpoint:
                     request.headers.get(TOOL_EVENTS_HEADER, "").strip().lower() in ("1", "true")
                 )
                 work = self._stream(req, params, headers, send, tool_events)
-                await _race_disconnect(receive, work)
+                await race_disconnect(receive, work)
             else:
-                await _race_disconnect(receive, self._complete(req, params, headers, send))
+                await race_disconnect(receive, self._complete(req, params, headers, send))
         except ClientGone:
             return
         except OpenClawError as exc:
@@ -104,18 +92,7 @@ class ChatCompletionsEndpoint:
         if not result.text and not result.tool_calls:
             raise _empty_reply()
         body = orjson.dumps(completion(result, completion_id(), int(time.time()), req.model))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *((k.encode(), v.encode()) for k, v in headers.items()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_body(send, body, headers)
 
     async def _stream(
         self,
@@ -125,115 +102,18 @@ class ChatCompletionsEndpoint:
         send: Send,
         tool_events: bool,
     ) -> None:
-        queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE_SIZE)
-        shown = _SHOWN_WITH_TOOLS if tool_events else _SHOWN
-        events = self.gw.runtime.runner.stream(params)
-        producer = asyncio.create_task(_produce(events, queue, shown))
         chunks = ChunkWriter(completion_id(), int(time.time()), req.model)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        started = False
-
-        async def start() -> None:
-            nonlocal started
-            started = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        *SSE_HEADERS,
-                        *((k.encode(), v.encode()) for k, v in headers.items()),
-                    ],
-                }
-            )
-            await _body(send, chunks.role)
-
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.keepalive):
-                        item = await queue.get()
-                except TimeoutError:
-                    # Nothing for a while: open the stream (if not yet) and keep proxies awake.
-                    if not started:
-                        await start()
-                    else:
-                        await _body(send, _KEEPALIVE)
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                if not started:
-                    await start()
-                if not isinstance(item, RunResult):
-                    await _body(send, chunks.render(item))  # type: ignore[arg-type]
-                    continue
-                if not item.text and not item.tool_calls:
-                    raise _empty_reply()
-                tail = chunks.finish(finish_reason_of(item))
-                if include_usage:
-                    tail += chunks.usage(item.usage.as_dict())
-                await _body(send, tail + _DONE, more=False)
-                return
-        finally:
-            producer.cancel()
-            await reap(producer)
-
-
-async def _produce(
-    events: AsyncGenerator[RunEvent | RunResult, None],
-    queue: asyncio.Queue[object],
-    shown: tuple[type, ...],
-) -> None:
-    """Runs the agent in its own task so the sender can wait on the queue with a timeout
-    (waiting on the generator itself with a timeout would cancel the run).  Only what the
-    stream shows goes on the queue: deltas, tool events when asked for, and the result."""
-    try:
-        async with contextlib.aclosing(events) as stream:
-            async for item in stream:
-                if isinstance(item, shown):
-                    await queue.put(item)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        await queue.put(exc)
-
-
-async def _body(send: Send, data: bytes, *, more: bool = True) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": more})
-
-
-async def _race_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Run ``work`` in this task; a client disconnect first cancels it and raises ClientGone."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
-                return
-
-    # Most requests end sooner than a client can be noticed leaving, so the watcher task is
-    # only started once a request outlives WATCH_AFTER_SECONDS (a timer costs far less).
-    watcher: asyncio.Task[None] | None = None
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.create_task(watch())
-
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, start_watching)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone:
-            task.uncancel()
-            raise ClientGone() from None
-        raise
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+        stream = SseStream(send, headers, self.keepalive, opening=chunks.role)
+        shown = _SHOWN_WITH_TOOLS if tool_events else _SHOWN
+        async for item in stream.items(self.gw.runtime.runner.stream(params), shown):
+            if not isinstance(item, RunResult):
+                await stream.send(chunks.render(item))  # type: ignore[arg-type]
+                continue
+            if not item.text and not item.tool_calls:
+                raise _empty_reply()
+            tail = chunks.finish(finish_reason_of(item))
+            if include_usage:
+                tail += chunks.usage(item.usage.as_dict())
+            await stream.send(tail + _DONE, last=True)
+            return

@@ -1,0 +1,167 @@
+"""What the OpenAI endpoints share around a run: racing it against the client leaving, and
+relaying a streamed run as server-sent events with keep-alive comments.
+
+``race_disconnect`` runs a request's work in its own task and cancels it when the client goes
+away (``ClientGone`` then); ``SseStream`` opens the event stream at the first thing to send (or
+the first keep-alive), and yields what a run produces, running the run in a task of its own so
+that waiting for its next item may time out without cancelling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from typing import TypeVar
+
+from starlette.types import Message, Receive, Send
+
+from openclaw.aio import reap
+
+T = TypeVar("T")
+
+STREAM_QUEUE_SIZE = 256
+# Most requests end sooner than a client can be noticed leaving, so the watcher is only started
+# once a request outlives this (a timer costs far less than a task).
+WATCH_AFTER_SECONDS = 0.05
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+KEEPALIVE = b": keep-alive\n\n"
+
+
+class ClientGone(Exception):
+    """The client disconnected; nothing more is sent."""
+
+
+async def race_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Run ``work`` in this task; a client disconnect first cancels it and raises ClientGone."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
+                return
+
+    watcher: asyncio.Task[None] | None = None
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, start_watching)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            raise ClientGone() from None
+        raise
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def send_json_body(send: Send, body: bytes, headers: Mapping[str, str]) -> None:
+    """A whole 200 JSON response."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class SseStream:
+    """One ``text/event-stream`` response: opened (status, headers, ``opening``) with the first
+    bytes sent; ``items`` relays a run."""
+
+    def __init__(
+        self, send: Send, headers: Mapping[str, str], keepalive: float, opening: bytes = b""
+    ) -> None:
+        self._send = send
+        self._headers = headers
+        self._keepalive = keepalive
+        self._opening = opening
+        self.started = False
+
+    async def _start(self) -> None:
+        self.started = True
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    *SSE_HEADERS,
+                    *((k.encode(), v.encode()) for k, v in self._headers.items()),
+                ],
+            }
+        )
+        if self._opening:
+            await self._body(self._opening)
+
+    async def _body(self, data: bytes, *, more: bool = True) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def send(self, data: bytes, *, last: bool = False) -> None:
+        if not self.started:
+            await self._start()
+        await self._body(data, more=not last)
+
+    async def items(
+        self, events: AsyncGenerator[object, None], shown: tuple[type, ...]
+    ) -> AsyncIterator[object]:
+        """What the run produces of the types in ``shown``, as it comes (a failure of the run is
+        raised here); a keep-alive comment (opening the stream first) whenever nothing came for
+        the keep-alive interval, so proxies do not close an idle stream."""
+        queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE_SIZE)
+        producer = asyncio.create_task(_produce(events, queue, shown))
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._keepalive):
+                        item = await queue.get()
+                except TimeoutError:
+                    if not self.started:
+                        await self._start()
+                    else:
+                        await self._body(KEEPALIVE)
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            producer.cancel()
+            await reap(producer)
+
+
+async def _produce(
+    events: AsyncGenerator[object, None], queue: asyncio.Queue[object], shown: tuple[type, ...]
+) -> None:
+    """Runs the agent in its own task so the sender can wait on the queue with a timeout
+    (waiting on the generator itself with a timeout would cancel the run).  Only what the
+    stream shows goes on the queue."""
+    try:
+        async with contextlib.aclosing(events) as stream:
+            async for item in stream:
+                if isinstance(item, shown):
+                    await queue.put(item)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await queue.put(exc)
