@@ -20,6 +20,24 @@ IMAGE_MAX_REDIRECTS = 3
 IMAGE_TIMEOUT_MS = 10_000
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
+# Files given to a run (the Responses API's input_file, chat completions' file part): their
+# text goes to the model.
+FILE_MAX_BYTES = 5 * 1024 * 1024
+FILE_MAX_CHARS = 60_000
+MAX_FILE_PARTS = 8
+FILE_TIMEOUT_MS = 10_000
+FILE_MIMES = (
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "text/csv",
+    "application/json",
+    "application/pdf",
+)
+PDF_MAX_PAGES = 50
+
+RESPONSES_RETENTION_DAYS = 30
+
 DEFAULT_AGENT_ID = "main"
 AGENT_TIMEOUT_SECONDS = 600
 BOOTSTRAP_MAX_CHARS = 20_000

@@ -54,19 +54,47 @@ class ImagesConfig(_Model):
     timeout_ms: PositiveInt = d.IMAGE_TIMEOUT_MS
 
 
-class ChatCompletionsConfig(_Model):
-    enabled: bool = False
-    # Tool progress as extra chunks (`openclaw_tool`) in the stream, for every request; a request
-    # can ask for it alone with the header `x-openclaw-tool-events: 1`.
-    tool_events: bool = False
+class FilesConfig(_Model):
+    """Files in a request (text, markdown, HTML, CSV, JSON, PDF): their text goes to the model."""
+
+    allow_url: bool = False
+    url_allowlist: list[str] = []
+    allowed_mimes: list[str] = list(d.FILE_MIMES)
+    max_bytes: PositiveInt = d.FILE_MAX_BYTES
+    max_chars: PositiveInt = d.FILE_MAX_CHARS
+    max_redirects: NonNegInt = d.IMAGE_MAX_REDIRECTS
+    timeout_ms: PositiveInt = d.FILE_TIMEOUT_MS
+    pdf_max_pages: PositiveInt = d.PDF_MAX_PAGES
+
+
+class InputsConfig(_Model):
+    """What an OpenAI endpoint accepts in a request besides text."""
+
     max_body_bytes: PositiveInt = d.MAX_BODY_BYTES
     max_image_parts: NonNegInt = d.MAX_IMAGE_PARTS
     max_total_image_bytes: PositiveInt = d.MAX_TOTAL_IMAGE_BYTES
     images: ImagesConfig = ImagesConfig()
+    max_file_parts: NonNegInt = d.MAX_FILE_PARTS
+    files: FilesConfig = FilesConfig()
+
+
+class ChatCompletionsConfig(InputsConfig):
+    enabled: bool = False
+    # Tool progress as extra chunks (`openclaw_tool`) in the stream, for every request; a request
+    # can ask for it alone with the header `x-openclaw-tool-events: 1`.
+    tool_events: bool = False
+
+
+class ResponsesConfig(InputsConfig):
+    enabled: bool = False
+    # Stored responses (and the per-response sessions they continue) are kept this long after
+    # their last use, as OpenAI keeps them.
+    retention_days: PositiveInt = d.RESPONSES_RETENTION_DAYS
 
 
 class EndpointsConfig(_Model):
     chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class HttpConfig(_Model):
