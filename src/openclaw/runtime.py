@@ -81,6 +81,12 @@ class Runtime:
         await self.store.close()
 
     async def prune(self) -> int:
+        """Stored responses past their retention (and the per-response sessions they kept),
+        then old and surplus per-request sessions; how many sessions went."""
+        days = self.config.gateway.http.endpoints.responses.retention_days
+        responses = await self.store.prune_responses(max_age_seconds=days * 86400)
+        if responses:
+            log.info("pruned stored responses", extra={"removed": responses})
         m = self.config.session.maintenance
         return await self.store.prune_ephemeral(
             max_age_seconds=m.ephemeral_max_age_ms / 1000,

@@ -13,6 +13,7 @@ from openclaw.errors import StoreUnavailableError
 from openclaw.logs import get_logger
 from openclaw.messages import Usage
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
+from openclaw.sessions.responses import StoredResponse
 
 log = get_logger("sessions")
 
@@ -84,6 +85,18 @@ class SessionStore(Protocol):
 
     async def count(self) -> int:
         """Number of stored sessions."""
+
+    async def save_response(self, response: StoredResponse, *, previous: str | None) -> None:
+        """Store a Responses API response (committed on return); ``previous`` is marked used."""
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A stored response, if any."""
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Delete a stored response; False when there was none."""
+
+    async def prune_responses(self, *, max_age_seconds: float) -> int:
+        """Delete responses unused for ``max_age_seconds``; how many."""
 
 
 def store_error(exc: BaseException) -> BaseException:

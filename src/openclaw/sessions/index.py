@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from openclaw.logs import get_logger
+from openclaw.sessions import responses
 from openclaw.sessions.models import SessionEntry
+from openclaw.sessions.responses import ResponseTable, StoredResponse
 
-SCHEMA_VERSION = 2
+# 3: stored Responses API responses (``responses``), made on open.
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 10.0
 _PRUNE_BATCH = 500
 
@@ -62,6 +65,7 @@ _SCHEMA = (
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID
     """,
+    *responses.SCHEMA,
 )
 
 _APPEND_TURN = (
@@ -95,7 +99,8 @@ _LIST_AGENT_PERSISTENT = (
 )
 _EPHEMERAL_OLDEST_FIRST = (
     "SELECT key, session_id, agent_id, updated_at FROM session_index"
-    " WHERE ephemeral = 1 ORDER BY updated_at ASC"
+    f" WHERE ephemeral = 1 AND key NOT IN ({responses.REFERENCED_SESSIONS})"
+    " ORDER BY updated_at ASC"
 )
 # Deletes only the exact row that was selected: one touched meanwhile (by another process) stays.
 _DELETE_IF_UNCHANGED = (
@@ -222,6 +227,7 @@ class SessionIndex:
         except BaseException:
             self._db.close()
             raise
+        self.responses = ResponseTable(self._db)
 
     def _upgrade_from_v1(self, transcript_size: Callable[[str, str], int]) -> None:
         """Schema 1 -> 2: rows move to ``session_index`` with their transcript's committed length
@@ -429,6 +435,55 @@ class SessionIndex:
                         self._drop_lines(session_id)
                         deleted.append(DeletedSession(key, session_id, agent_id))
         return deleted
+
+    # --- stored responses ------------------------------------------------------------------------
+
+    def save_response(self, response: StoredResponse, previous: str | None) -> None:
+        """Store ``response`` (and mark the one it continues as used now), in one transaction."""
+        with self._transaction():
+            self.responses.insert(response)
+            if previous is not None:
+                self.responses.touch(previous, response.created_at)
+
+    def delete_response(self, response_id: str) -> tuple[bool, DeletedSession | None]:
+        """Delete a response, and its session when that was a per-response one no other
+        response continues; (whether there was one, the session deleted)."""
+        with self._transaction():
+            key = self.responses.delete(response_id)
+            if key is None:
+                return False, None
+            return True, self._drop_if_orphaned(key)
+
+    def prune_responses(self, cutoff: float) -> tuple[int, list[DeletedSession]]:
+        """Delete responses last used before ``cutoff`` (in small transactions), and the
+        per-response sessions left without one; (responses deleted, sessions deleted)."""
+        count = 0
+        sessions: list[DeletedSession] = []
+        while True:
+            with self._transaction():
+                batch = self.responses.expired(cutoff, _PRUNE_BATCH)
+                for response_id, _ in batch:
+                    self.responses.delete(response_id)
+                for key in {key for _, key in batch}:
+                    gone = self._drop_if_orphaned(key)
+                    if gone is not None:
+                        sessions.append(gone)
+            count += len(batch)
+            if len(batch) < _PRUNE_BATCH:
+                return count, sessions
+
+    def _drop_if_orphaned(self, key: str) -> DeletedSession | None:
+        if self.responses.referenced(key):
+            return None
+        rows = self._db.execute(
+            "DELETE FROM session_index WHERE key = ? AND ephemeral = 1"
+            " RETURNING key, session_id, agent_id",
+            (key,),
+        ).fetchall()
+        if not rows:
+            return None  # a stored session (a `user`, a session key): it stays
+        self._drop_lines(rows[0][1])
+        return DeletedSession(*rows[0])
 
     def count(self) -> int:
         """Number of rows."""

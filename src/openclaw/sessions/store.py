@@ -36,6 +36,7 @@ from openclaw.sessions.commits import GroupCommit
 from openclaw.sessions.index import DeletedSession, SessionIndex
 from openclaw.sessions.keys import is_valid_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
+from openclaw.sessions.responses import StoredResponse
 from openclaw.sessions.tail_cache import TailCache
 from openclaw.sessions.worker import IoThread
 from openclaw.sessions.writes import Writes, check_key
@@ -257,6 +258,39 @@ class SqliteSessionStore:
     async def count(self) -> int:
         """Number of stored sessions."""
         return await self._run(lambda: self._idx().count())
+
+    # --- stored responses (the Responses API) ------------------------------------------------
+
+    async def save_response(self, response: StoredResponse, *, previous: str | None) -> None:
+        """Store a response (committed when this returns); ``previous``: the response it
+        continues, whose retention starts again."""
+        await self._run(lambda: self._idx().save_response(response, previous))
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        return await self._run(lambda: self._idx().responses.get(response_id))
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Delete a response (and its per-response session once no response continues it);
+        False when there was none."""
+
+        def job() -> bool:
+            found, session = self._idx().delete_response(response_id)
+            if session is not None:
+                self._remove_transcripts([session])
+            return found
+
+        return await self._run(job)
+
+    async def prune_responses(self, *, max_age_seconds: float) -> int:
+        """Delete responses unused for ``max_age_seconds`` and the per-response sessions left
+        without one; how many responses were deleted."""
+
+        def job() -> int:
+            count, sessions = self._idx().prune_responses(self._clock() - max_age_seconds)
+            self._remove_transcripts(sessions)
+            return count
+
+        return await self._run(job)
 
     # --- worker-thread side -------------------------------------------------------------------
 

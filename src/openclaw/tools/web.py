@@ -7,13 +7,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
 
 from openclaw import safe_http
 from openclaw.config.schema import WebFetchConfig
+from openclaw.extract import ExtractError, Mode, html_text
 from openclaw.tools.base import ToolError
 
-Mode = Literal["markdown", "text"]
 CACHE_ENTRIES = 128
 _HTML = ("text/html", "application/xhtml+xml")
 _TEXT = ("text/", "application/json", "application/xml", "application/javascript")
@@ -27,20 +26,10 @@ def extract(page: safe_http.Fetched, mode: Mode) -> str:
     """The page's readable text: the main content of HTML (as markdown or plain text), other
     text types as they are."""
     if page.content_type in _HTML:
-        import trafilatura  # imported on first use: it loads lxml and friends
-
-        text = trafilatura.extract(
-            page.data,
-            output_format="markdown" if mode == "markdown" else "txt",
-            include_links=mode == "markdown",
-            include_tables=True,
-        )
-        if text:
-            return str(text)
-        # Nothing looked like main content (a tiny page): all its text, then.
-        from lxml import html
-
-        return " ".join(html.fromstring(page.data).text_content().split())
+        try:
+            return html_text(page.data, mode)
+        except ExtractError as exc:
+            raise ToolError(f"The page is {exc}.") from None
     if page.content_type.startswith(_TEXT):
         return page.data.decode(page.charset or "utf-8", "replace")
     raise ToolError(f"The page is not text (content type `{page.content_type or 'unknown'}`).")
