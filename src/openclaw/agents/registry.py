@@ -126,13 +126,16 @@ class AgentRegistry:
         session_key: str | None = None,
         user: str | None = None,
         default: Literal["ephemeral", "main"],
+        api: str = "openai",
     ) -> Target:
         """Where a run goes (``sessions.keys.resolve_target``, the rule every door shares),
         with both agents checked: the one asked for (None: the default agent) and the one a
         session key names, which then runs.  404 for an unknown agent; ValueError for a session
         key that cannot be one (each door says why in its own terms)."""
         agent = self.get(agent_id)
-        target = resolve_target(agent.id, session_key=session_key, user=user, default=default)
+        target = resolve_target(
+            agent.id, session_key=session_key, user=user, default=default, api=api
+        )
         if target.agent_id != agent.id:
             self.get(target.agent_id)
         return target

@@ -18,6 +18,7 @@ from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secre
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.health import health
 from openclaw.gateway.http.models import ModelsEndpoint
+from openclaw.gateway.http.responses import ResponsesEndpoint
 from openclaw.gateway.http.tools_invoke import ToolsInvokeEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
 from openclaw.gateway.state import GatewayState
@@ -66,12 +67,26 @@ def create_app(
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     fast: dict[tuple[str, str], ASGIApp] = {}
-    if config.gateway.http.endpoints.chat_completions.enabled:
-        models = ModelsEndpoint(gw.runtime.agents)
+    endpoints = config.gateway.http.endpoints
+    if endpoints.chat_completions.enabled:
         chat = ChatCompletionsEndpoint(gw)
         fast[("POST", "/v1/chat/completions")] = chat
+        routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
+    if endpoints.responses.enabled:
+        responses = ResponsesEndpoint(gw)
+        fast[("POST", "/v1/responses")] = responses
         routes += [
-            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+            Route(
+                "/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]
+            ),
+        ]
+    if endpoints.chat_completions.enabled or endpoints.responses.enabled:
+        # Served beside either OpenAI endpoint, as the reference does.
+        models = ModelsEndpoint(gw.runtime.agents)
+        routes += [
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
         ]

@@ -3,6 +3,7 @@ attempts limited per client address.  Shared by every HTTP endpoint and the WebS
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -173,20 +174,23 @@ class Authenticator:
         self.mode = resolved.mode
         self._expected = resolved.secret.encode()
         self.limiter = FailureLimiter(rate_limit)
+        # Who a caller holding the secret is, for scoping what it stores (responses): a digest,
+        # never the secret itself.
+        self.identity = "key:" + hashlib.sha256(self._expected).hexdigest()[:24]
 
-    def check_secret(self, presented: str | None, addr: str | None) -> None:
-        """Raise ``RateLimitError`` or ``AuthenticationError``; return quietly on success."""
+    def check_secret(self, presented: str | None, addr: str | None) -> str:
+        """The caller's identity; raise ``RateLimitError`` or ``AuthenticationError``."""
         self.limiter.check(addr)
         if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
             self.limiter.success(addr)
-            return
+            return self.identity
         self.limiter.failure(addr)
         raise AuthenticationError()
 
-    def check_header(self, authorization: str | None, addr: str | None) -> None:
+    def check_header(self, authorization: str | None, addr: str | None) -> str:
         presented = None
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 presented = value.strip()
-        self.check_secret(presented, addr)
+        return self.check_secret(presented, addr)

@@ -33,8 +33,8 @@ def client_addr(conn: HTTPConnection) -> str | None:
     return client[0] if client else None
 
 
-def require_auth(conn: HTTPConnection) -> GatewayState:
-    """Check the bearer secret of an HTTP request; raises 401/429 wire errors."""
+def require_auth(conn: HTTPConnection) -> str:
+    """Check the bearer secret of an HTTP request (401/429 wire errors); the caller's
+    identity."""
     gw: GatewayState = conn.app.state.gateway
-    gw.auth.check_header(conn.headers.get("authorization"), client_addr(conn))
-    return gw
+    return gw.auth.check_header(conn.headers.get("authorization"), client_addr(conn))

@@ -75,10 +75,11 @@ def parse_key(key: str) -> ParsedKey | None:
     return ParsedKey(agent_id, rest)
 
 
-def ephemeral_key(agent_id: str) -> str:
-    """A fresh key for one stateless request: ``agent:<id>:openai:<uuid7 hex>`` (time-ordered,
-    so the index inserts it at the end of its B-tree)."""
-    return build_key(agent_id, "openai", uuid7_hex())
+def ephemeral_key(agent_id: str, api: str = "openai") -> str:
+    """A fresh key for one stateless request: ``agent:<id>:<api>:<uuid7 hex>`` (time-ordered,
+    so the index inserts it at the end of its B-tree); ``api`` is ``openai`` (chat completions)
+    or ``openresponses``."""
+    return build_key(agent_id, api, uuid7_hex())
 
 
 def sanitize_user(user: str) -> str:
@@ -101,9 +102,10 @@ def sanitize_user(user: str) -> str:
     return f"{readable[:keep]}{USER_HASH_SEP}{digest}"
 
 
-def user_key(agent_id: str, user: str) -> str:
-    """The key shared by all requests of one OpenAI ``user``: ``agent:<id>:openai-user:<user>``."""
-    return build_key(agent_id, "openai-user", sanitize_user(user))
+def user_key(agent_id: str, user: str, api: str = "openai") -> str:
+    """The key shared by all requests of one OpenAI ``user``: ``agent:<id>:<api>-user:<user>``
+    (``openai-user`` on chat completions, ``openresponses-user`` on the Responses API)."""
+    return build_key(agent_id, f"{api}-user", sanitize_user(user))
 
 
 def is_valid_key(key: str) -> bool:
@@ -155,6 +157,7 @@ def resolve_target(
     session_key: str | None = None,
     user: str | None = None,
     default: Literal["ephemeral", "main"],
+    api: str = "openai",
 ) -> Target:
     """Every door's one rule for where a run goes.
 
@@ -170,7 +173,7 @@ def resolve_target(
         assert parsed is not None  # scoped_key checked it
         return Target(parsed.agent_id, key, False)
     if user is not None and user.strip():
-        return Target(agent_id, user_key(agent_id, user), False)
+        return Target(agent_id, user_key(agent_id, user, api), False)
     if default == "main":
         return Target(agent_id, main_key(agent_id), False)
-    return Target(agent_id, ephemeral_key(agent_id), True)
+    return Target(agent_id, ephemeral_key(agent_id, api), True)
