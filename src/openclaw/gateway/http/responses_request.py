@@ -245,7 +245,16 @@ def _listed(item: MessageItem | FunctionCallItem | FunctionCallOutputItem) -> di
     data["type"] = item.type
     if isinstance(item, MessageItem):
         data["id"] = item.id or "msg_" + hex_id(24)
-        if isinstance(item.content, str):
+        if item.role == "assistant":
+            # As an output message: output_text parts, each with its annotations.
+            texts = [item.content] if isinstance(item.content, str) else None
+            if texts is not None:
+                data["content"] = [{"type": "output_text", "text": t} for t in texts]
+            for part in data["content"]:
+                if part.get("type") == "output_text":
+                    part.setdefault("annotations", [])
+                    part.setdefault("logprobs", [])
+        elif isinstance(item.content, str):
             data["content"] = [{"type": "input_text", "text": item.content}]
         data.setdefault("status", "completed")
     elif isinstance(item, FunctionCallItem):

@@ -28,9 +28,7 @@ def _item_id(prefix: str) -> str:
     return f"{prefix}_{hex_id(24)}"
 
 
-def usage_object(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
+def usage_object(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -113,7 +111,7 @@ class ResponseShape:
         error: dict[str, Any] | None = None,
         incomplete: str | None = None,
     ) -> dict[str, Any]:
-        return {
+        obj = {
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -122,9 +120,11 @@ class ResponseShape:
             "error": error,
             "incomplete_details": {"reason": incomplete} if incomplete else None,
             "output": output,
-            "usage": usage_object(usage),
             **self._echo,
         }
+        if usage is not None:  # not known (and not nullable) before the run ends
+            obj["usage"] = usage_object(usage)
+        return obj
 
     def finished(self, result: RunResult, output: list[dict[str, Any]]) -> dict[str, Any]:
         """The final object: completed, or incomplete when the model hit its token limit."""
@@ -133,9 +133,12 @@ class ResponseShape:
         return self.object("completed", output, result.usage)
 
     def failed(self, err: OpenClawError, output: list[dict[str, Any]]) -> dict[str, Any]:
-        body = err.to_dict()["error"]
-        error = {"code": body["code"] or body["type"], "message": body["message"]}
-        return self.object("failed", output, error=error)
+        # The response object's error codes are a fixed set (OpenAI's schema): ours map onto
+        # them by status; the message says what happened.
+        code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(
+            err.http_status, "server_error"
+        )
+        return self.object("failed", output, error={"code": code, "message": err.message})
 
 
 def _tool_echo(raw: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +190,7 @@ class EventStream:
             self._open, self._text = item, []
             index = len(self.output)
             out += self._emit("response.output_item.added", {"output_index": index, "item": item})
-            part = {"type": "output_text", "text": "", "annotations": []}
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             out += self._emit(
                 "response.content_part.added",
                 {"item_id": item["id"], "output_index": index, "content_index": 0, "part": part},
