@@ -123,6 +123,10 @@ class Usage:
     completion_tokens: int = 0
     # True when the upstream reported none and the gateway counted (or estimated) itself.
     estimated: bool = False
+    # Of the prompt tokens, those read from the provider's prompt cache; of the completion
+    # tokens, those spent reasoning.  None: the upstream did not say.
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -133,21 +137,48 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.estimated or other.estimated,
+            _plus(self.cached_tokens, other.cached_tokens),
+            _plus(self.reasoning_tokens, other.reasoning_tokens),
         )
 
-    def as_dict(self) -> dict[str, int]:
-        """The OpenAI ``usage`` object (also how transcripts and events carry it)."""
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        """The OpenAI ``usage`` object (also how transcripts and events carry it); the details
+        only when the upstream reported them."""
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens is not None:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens is not None:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         """From an OpenAI-shaped ``usage`` object; ValueError when it is not one."""
         prompt, completion = data.get("prompt_tokens", 0), data.get("completion_tokens", 0)
         for value in (prompt, completion):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not _count(value):
                 raise ValueError("usage counts must be integers >= 0")
-        return cls(prompt, completion)
+        return cls(
+            prompt,
+            completion,
+            cached_tokens=_detail(data, "prompt_tokens_details", "cached_tokens"),
+            reasoning_tokens=_detail(data, "completion_tokens_details", "reasoning_tokens"),
+        )
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _detail(data: Mapping[str, Any], group: str, name: str) -> int | None:
+    details = data.get(group)
+    value = details.get(name) if isinstance(details, Mapping) else None
+    return value if _count(value) else None

@@ -16,7 +16,7 @@ from openclaw.errors import UpstreamRateLimitError
 from openclaw.messages import ChatMessage, TextDelta, Usage
 from openclaw.providers.base import Finished, ModelRequest, SamplingParams
 from openclaw.providers.local_gguf import LocalGgufProvider, render_prompt
-from tests.upstream import FakeUpstream, HttpError, StreamError
+from tests.upstream import Answer, FakeUpstream, HttpError, StreamError
 
 
 def anthropic_config(up: FakeUpstream) -> dict:
@@ -286,3 +286,19 @@ def test_anthropic_tool_calls_both_ways(gateway_factory) -> None:
         }
         assert last[2]["content"][0]["type"] == "tool_result"
         assert last[2]["content"][0]["tool_use_id"] == call.id
+
+
+def test_anthropic_cache_reads_count_as_cached_prompt_tokens(gateway_factory) -> None:
+    with FakeUpstream(api_key="sk-ant-test") as up:
+        gw = gateway_factory(anthropic_config(up))
+        up.script(Answer(cached_tokens=5))
+        with OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0) as c:
+            reply = c.chat.completions.create(
+                model="openclaw", messages=[{"role": "user", "content": "one two"}]
+            )
+    usage = reply.usage
+    assert usage is not None
+    # OpenAI counts cache reads in the prompt; Anthropic reports them apart.
+    assert usage.prompt_tokens == 2 + 5
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 5

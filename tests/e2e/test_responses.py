@@ -19,7 +19,7 @@ from tests.documents import pdf
 from tests.e2e.conftest import chat_config
 from tests.harness import RunningGateway
 from tests.openai_spec import conforms
-from tests.upstream import FakeUpstream, HttpError, StreamError, ToolCalls, slow_stream
+from tests.upstream import Answer, FakeUpstream, HttpError, StreamError, ToolCalls, slow_stream
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -481,3 +481,66 @@ def test_a_client_leaving_cancels_the_run(gw: RunningGateway, upstream: FakeUpst
                 break
     assert upstream.wait_for_disconnect(5)
     assert upstream.disconnects[0].chunks_sent < 200
+
+
+# --- chat completions: the same files, usage details --------------------------------------------
+
+
+def test_chat_completions_take_files_too(gw: RunningGateway, upstream: FakeUpstream) -> None:
+    document = base64.b64encode(pdf("The gate code is 4711.")).decode()
+    with client(gw) as c:
+        reply = c.chat.completions.create(
+            model="openclaw",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is the code?"},
+                        {
+                            "type": "file",
+                            "file": {
+                                "filename": "gate.pdf",
+                                "file_data": f"data:application/pdf;base64,{document}",
+                            },
+                        },
+                    ],
+                }
+            ],
+        )
+        with pytest.raises(openai.BadRequestError) as info:
+            c.chat.completions.create(
+                model="openclaw",
+                messages=[
+                    {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}
+                ],
+            )
+    assert reply.choices[0].finish_reason == "stop"
+    [user] = upstream.model_requests[-1].body["messages"]
+    texts = [p["text"] for p in user["content"]]
+    assert texts[0] == "What is the code?" and "The gate code is 4711." in texts[1]
+    assert info.value.body["param"] == "messages"  # type: ignore[index]
+
+
+def test_usage_details_when_the_upstream_reports_them(
+    gw: RunningGateway, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        Answer(cached_tokens=3, reasoning_tokens=2), Answer(cached_tokens=3, reasoning_tokens=2)
+    )
+    with client(gw) as c:
+        chat = c.chat.completions.with_raw_response.create(
+            model="openclaw", messages=[{"role": "user", "content": "hi"}]
+        )
+        body = create(c, input="hi")
+    usage = json.loads(chat.text)["usage"]
+    conforms(json.loads(chat.text), "CreateChatCompletionResponse")
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 3}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 2}
+    assert body["usage"]["input_tokens_details"]["cached_tokens"] == 3
+    assert body["usage"]["output_tokens_details"]["reasoning_tokens"] == 2
+    # Not reported: not made up.
+    with client(gw) as c:
+        plain = c.chat.completions.create(
+            model="openclaw", messages=[{"role": "user", "content": "x"}]
+        )
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is None

@@ -82,8 +82,12 @@ def _message(
     return out
 
 
-def _message_start(rid: str, model: Any, input_tokens: int | None) -> bytes:
+def _message_start(
+    rid: str, model: Any, input_tokens: int | None, cached: int | None = None
+) -> bytes:
     usage = None if input_tokens is None else {"input_tokens": input_tokens, "output_tokens": 1}
+    if usage is not None and cached is not None:
+        usage["cache_read_input_tokens"] = cached
     return _event({"type": "message_start", "message": _message(rid, model, [], None, usage)})
 
 
@@ -163,7 +167,7 @@ class AnthropicWire:
                 usage = {"input_tokens": input_tokens, "output_tokens": len(pieces)}
             return JsonReply(200, _message(rid, model, content, stop, usage))
         return StreamReply(
-            head=_message_start(rid, model, input_tokens)
+            head=_message_start(rid, model, input_tokens, answer.cached_tokens)
             + _block_start(0, {"type": "text", "text": ""})
             + _PING,
             frames=[Frame(_block_delta(0, _text_delta(piece))) for piece in pieces],

@@ -20,7 +20,9 @@ Behaviours (frozen dataclasses):
     words of all message texts (and the Anthropic ``system``), completion tokens = words sent.
     OpenAI streams report usage (a final ``choices: []`` chunk) only with
     ``stream_options.include_usage``; ``no_usage=True`` never reports usage, anywhere (like
-    llama.cpp's server ignoring include_usage).
+    llama.cpp's server ignoring include_usage).  ``cached_tokens`` / ``reasoning_tokens`` add
+    usage details (OpenAI: ``prompt_tokens_details`` / ``completion_tokens_details``; Anthropic:
+    ``cache_read_input_tokens`` on top of the prompt's words).
 ``slow_stream(chunks=200, delay=0.05)``
     An ``Answer`` of ``chunks`` words ``delay`` seconds apart (for disconnect tests).
 ``StreamAbort(after=1, ...Answer fields)``
@@ -88,6 +90,10 @@ class Answer:
     first_token_delay: float = 0.0
     chunk_delay: float = 0.0
     no_usage: bool = False
+    # Usage details to report (OpenAI: prompt/completion_tokens_details; Anthropic:
+    # cache_read_input_tokens, added to the input tokens as OpenAI counts them).
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,11 @@ class OpenAIWire:
         limit = int_field(body, "max_completion_tokens", "max_tokens")
         pieces, cut = answer_pieces(answer, messages, limit)
         finish = "length" if cut else "stop"
-        usage = _usage(count_words(messages), len(pieces))
+        usage: dict[str, Any] = _usage(count_words(messages), len(pieces))
+        if answer.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens}
+        if answer.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": answer.reasoning_tokens}
         r = _Response(rid, model, _include_usage(body) and not answer.no_usage)
         if not stream:
             message = {"role": "assistant", "content": "".join(pieces)}

@@ -35,7 +35,18 @@ class ImagePartIn(_Wire):
     image_url: ImageUrl | StrictStr
 
 
-ContentPartIn = Annotated[TextPartIn | ImagePartIn, Field(discriminator="type")]
+class FileIn(_Wire):
+    file_data: StrictStr | None = None
+    file_id: StrictStr | None = None
+    filename: StrictStr | None = None
+
+
+class FilePartIn(_Wire):
+    type: Literal["file"]
+    file: FileIn
+
+
+ContentPartIn = Annotated[TextPartIn | ImagePartIn | FilePartIn, Field(discriminator="type")]
 
 
 class FunctionCallIn(_Wire):
@@ -121,7 +132,7 @@ _KINDS = {
 _BRANCHES = frozenset({"str", "list[str]", "list[...]", "ImageUrl", "function-after"})
 
 
-_PART_TAGS = frozenset({"text", "input_text", "image_url"})
+_PART_TAGS = frozenset({"text", "input_text", "image_url", "file"})
 
 
 def _fields(loc: tuple[int | str, ...]) -> list[int | str]:
@@ -190,7 +201,7 @@ def request_error(exc: ValidationError) -> InvalidRequestError:
             tag = (err.get("ctx") or {}).get("tag")
             return InvalidRequestError(
                 f"Invalid content part type `{tag}` in `{param}`; expected `text`, "
-                "`input_text` or `image_url`.",
+                "`input_text`, `image_url` or `file`.",
                 param=param,
             )
         return InvalidRequestError(

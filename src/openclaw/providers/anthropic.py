@@ -183,6 +183,7 @@ class _MessageStream:
         self.label = label
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cached_tokens: int | None = None
         self.stop: StopReason | None = None
         self.done = False
         self.tool_index: dict[int, int] = {}  # content block index -> tool call index
@@ -202,7 +203,8 @@ class _MessageStream:
             raise UpstreamError(
                 f"{self.label}: the upstream stream ended early", code="upstream_eof"
             )
-        return [Usage(self.input_tokens, self.output_tokens), Finished(self.stop or "stop")]
+        usage = Usage(self.input_tokens, self.output_tokens, cached_tokens=self.cached_tokens)
+        return [usage, Finished(self.stop or "stop")]
 
     def _block_delta(self, payload: Any) -> list[ProviderEvent]:
         delta = payload.get("delta") or {}
@@ -227,8 +229,13 @@ class _MessageStream:
 
     def _message_start(self, payload: Any) -> list[ProviderEvent]:
         usage = (payload.get("message") or {}).get("usage") or {}
-        self.input_tokens = int(usage.get("input_tokens") or 0)
+        read = usage.get("cache_read_input_tokens")
+        written = usage.get("cache_creation_input_tokens")
+        # OpenAI's prompt_tokens include cache reads (and writes): Anthropic counts them apart.
+        self.input_tokens = int(usage.get("input_tokens") or 0) + int(read or 0) + int(written or 0)
         self.output_tokens = int(usage.get("output_tokens") or 0)
+        if isinstance(read, int):
+            self.cached_tokens = read
         return []
 
     def _message_delta(self, payload: Any) -> list[ProviderEvent]:

@@ -147,11 +147,10 @@ def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    prompt = data.get("prompt_tokens")
-    completion = data.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    try:
+        return Usage.from_dict(data) if "prompt_tokens" in data else None
+    except ValueError:
         return None
-    return Usage(prompt, completion)
 
 
 def _chunk_events(chunk: dict[str, Any]) -> tuple[list[ProviderEvent], str | None]:

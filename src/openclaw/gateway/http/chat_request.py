@@ -13,8 +13,16 @@ from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import RunParams
 from openclaw.config.schema import ChatCompletionsConfig
 from openclaw.errors import InvalidRequestError
+from openclaw.gateway.files import FileInput, load_files
 from openclaw.gateway.images import image_url_of, load_images
-from openclaw.gateway.openai_schema import ChatCompletionRequest, MessageIn, ToolIn
+from openclaw.gateway.openai_schema import (
+    ChatCompletionRequest,
+    FilePartIn,
+    ImagePartIn,
+    MessageIn,
+    TextPartIn,
+    ToolIn,
+)
 from openclaw.messages import (
     ChatMessage,
     ContentPart,
@@ -123,7 +131,7 @@ def _text_of(msg: MessageIn) -> str:
         return ""
     if isinstance(msg.content, str):
         return msg.content
-    return "\n".join(p.text for p in msg.content if p.type != "image_url")
+    return "\n".join(p.text for p in msg.content if isinstance(p, TextPartIn))
 
 
 def _past_message(msg: MessageIn) -> ChatMessage | None:
@@ -158,15 +166,28 @@ async def _active_message(msg: MessageIn, cfg: ChatCompletionsConfig) -> ChatMes
         raise InvalidRequestError("The last user message has no content.", param="messages")
     if msg.content is None or isinstance(msg.content, str):
         return ChatMessage(role=role, content=msg.content or "", tool_call_id=msg.tool_call_id)
-    urls = [image_url_of(p) for p in msg.content if p.type == "image_url"]
-    texts = [p.text for p in msg.content if p.type != "image_url"]
-    if not urls:
+    urls = [image_url_of(p) for p in msg.content if isinstance(p, ImagePartIn)]
+    files = [p.file for p in msg.content if isinstance(p, FilePartIn)]
+    texts = [p.text for p in msg.content if isinstance(p, TextPartIn)]
+    if not urls and not files:
         return ChatMessage(role=role, content="\n".join(texts), tool_call_id=msg.tool_call_id)
     if role != "user":
-        raise InvalidRequestError("Images are accepted only in user messages.", param="messages")
+        raise InvalidRequestError(
+            "Images and files are accepted only in user messages.", param="messages"
+        )
     images = await load_images(urls, cfg)
-    text = "\n".join(t for t in texts if t) or IMAGE_ONLY_TEXT
-    parts: tuple[ContentPart, ...] = (TextPart(text), *images)
+    documents = await load_files(
+        [FileInput(f.file_data, None, f.filename, f.file_id) for f in files],
+        cfg,
+        "messages",
+        "chatCompletions",
+    )
+    text = "\n".join(t for t in texts if t) or (IMAGE_ONLY_TEXT if not documents else "")
+    parts: tuple[ContentPart, ...] = (
+        *((TextPart(text),) if text else ()),
+        *documents,
+        *images,
+    )
     return ChatMessage(role="user", content=parts)
 
 
