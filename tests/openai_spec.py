@@ -21,9 +21,30 @@ SPEC = Path(__file__).parent / "data" / "openai_schemas.json"
 URI = "https://openai.example/openapi.json"
 
 
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` (still used in places of OpenAI's 3.1 document) as JSON
+    Schema says it: null among the types (and the values, for an enum)."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nullable(v) for k, v in node.items()}
+    if out.pop("nullable", False) is True:
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif isinstance(kind, list) and "null" not in kind:
+            out["type"] = [*kind, "null"]
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+        if "type" not in out and "enum" not in out:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
 @functools.cache
 def _registry() -> tuple[Registry, dict[str, Any]]:
-    doc = json.loads(SPEC.read_text())
+    doc = _nullable(json.loads(SPEC.read_text()))
     resource = Resource.from_contents(doc, default_specification=DRAFT202012)
     return Registry().with_resource(URI, resource), doc
 

@@ -3,13 +3,17 @@ the test suite's own upstream."""
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.conftest import transcripts
+from tests.e2e.conftest import chat_config, transcripts
 from tests.harness import RunningGateway
-from tests.upstream import Answer, FakeUpstream
+from tests.openai_spec import conforms
+from tests.upstream import Answer, FakeUpstream, ToolCalls
 
 
 def client(gw: RunningGateway) -> OpenAI:
@@ -93,13 +97,31 @@ async def test_async_client_both_modes(chat_gateway: RunningGateway) -> None:
         assert "".join(parts) == "Echo: async stream"
 
 
-def test_models_list_and_retrieve(chat_gateway: RunningGateway) -> None:
+def test_models_list_and_retrieve(
+    chat_gateway: RunningGateway, upstream: FakeUpstream, gateway_factory
+) -> None:
     with client(chat_gateway) as c:
-        ids = [m.id for m in c.models.list()]
+        listed = c.models.with_raw_response.list()
+        conforms(json.loads(listed.text), "ListModelsResponse")
+        ids = [m.id for m in listed.parse()]
         assert ids == ["openclaw", "openclaw/default", "openclaw/main", "openclaw/beta"]
-        assert c.models.retrieve("openclaw/beta").owned_by == "openclaw"
+        beta = c.models.with_raw_response.retrieve("openclaw/beta")
+        conforms(json.loads(beta.text), "Model")
+        assert beta.parse().owned_by == "openclaw"
         with pytest.raises(openai.NotFoundError):
             c.models.retrieve("openclaw/nope")
+    headers = chat_gateway.auth_headers()
+    # The id is URL-decoded; a malformed one is a 400.
+    res = httpx.get(chat_gateway.url + "/v1/models/openclaw%2Fbeta", headers=headers)
+    assert res.status_code == 200 and res.json()["id"] == "openclaw/beta"
+    res = httpx.get(chat_gateway.url + "/v1/models/openclaw%00x", headers=headers)
+    assert res.status_code == 400 and res.json()["error"]["param"] == "model"
+    # `created` is the same after a restart.
+    created = json.loads(beta.text)["created"]
+    chat_gateway.stop()
+    again = gateway_factory(chat_config(upstream))
+    with client(again) as c:
+        assert c.models.retrieve("openclaw/beta").created == created
 
 
 def test_unknown_agent_is_404_model_not_found(chat_gateway: RunningGateway) -> None:
@@ -368,3 +390,38 @@ def test_usage_counted_when_upstream_reports_none(
         r for t in transcripts(chat_gateway.state_dir) for r in t if r["role"] == "assistant"
     ]  # stored before the reply
     assert any((r.get("meta") or {}).get("usageEstimated") for r in records)
+
+
+def test_answers_conform_to_openais_schemas(
+    chat_gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
+    """Every shape chat completions answer with, against OpenAI's published schemas."""
+    headers = {**chat_gateway.auth_headers(), "x-openclaw-tool-events": "1"}
+    url = chat_gateway.url + "/v1/chat/completions"
+    messages = [{"role": "user", "content": "hello schema"}]
+    reply = httpx.post(url, json={"model": "openclaw", "messages": messages}, headers=headers)
+    conforms(reply.json(), "CreateChatCompletionResponse")
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    upstream.script(ToolCalls(calls=(("get_weather", '{"city": "Oslo"}'),)))
+    calls = httpx.post(
+        url, json={"model": "openclaw", "messages": messages, "tools": [weather]}, headers=headers
+    )
+    conforms(calls.json(), "CreateChatCompletionResponse")
+    body = {
+        "model": "openclaw",
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    stream = httpx.post(url, json=body, headers=headers)
+    chunks = [
+        json.loads(line[6:])
+        for line in stream.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    assert len(chunks) > 3
+    for chunk in chunks:
+        conforms(chunk, "CreateChatCompletionStreamResponse")
+    error = httpx.post(url, json={"model": "openclaw", "messages": []}, headers=headers)
+    assert error.status_code == 400
+    conforms(error.json(), "ErrorResponse")

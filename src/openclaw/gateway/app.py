@@ -17,7 +17,7 @@ from openclaw.config.schema import Config
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.health import health
-from openclaw.gateway.http.models import ModelsEndpoint
+from openclaw.gateway.http.models import ModelsEndpoint, first_served
 from openclaw.gateway.http.responses import ResponsesEndpoint
 from openclaw.gateway.http.tools_invoke import ToolsInvokeEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
@@ -85,7 +85,7 @@ def create_app(
         ]
     if endpoints.chat_completions.enabled or endpoints.responses.enabled:
         # Served beside either OpenAI endpoint, as the reference does.
-        models = ModelsEndpoint(gw.runtime.agents)
+        models = ModelsEndpoint(gw.runtime.agents, first_served(state))
         routes += [
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
