@@ -45,10 +45,14 @@ class Runtime:
                 *config.agents.defaults.model.fallbacks,
             ):
                 self.providers.check_ref(ref, "agents.defaults.model")
+        for ref in config.agents.defaults.models:
+            self.providers.check_ref(ref, "agents.defaults.models")
         for i, entry in enumerate(config.agents.entries):
             if entry.model is not None:
                 for ref in (entry.model.primary, *entry.model.fallbacks):
                     self.providers.check_ref(ref, f"agents.list[{i}].model")
+            for ref in entry.models:
+                self.providers.check_ref(ref, f"agents.list[{i}].models")
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
         self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))

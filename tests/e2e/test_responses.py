@@ -544,3 +544,39 @@ def test_usage_details_when_the_upstream_reports_them(
             model="openclaw", messages=[{"role": "user", "content": "x"}]
         )
     assert plain.usage is not None and plain.usage.prompt_tokens_details is None
+
+
+# --- x-openclaw-model ---------------------------------------------------------------------------
+
+
+def test_the_model_override_allowed_and_refused(
+    upstream: FakeUpstream, gateway_factory: Callable[..., RunningGateway]
+) -> None:
+    cfg = responses_config(upstream)
+    cfg["agents"]["defaults"]["models"] = {"fake/text-only": {"alias": "small"}}
+    gw = gateway_factory(cfg)
+    with client(gw) as c:
+        for name in ("small", "fake/text-only"):
+            c.chat.completions.create(
+                model="openclaw",
+                messages=[{"role": "user", "content": "x"}],
+                extra_headers={"x-openclaw-model": name},
+            )
+            assert upstream.model_requests[-1].body["model"] == "text-only"
+        create(c, input="x", extra_headers={"x-openclaw-model": "small"})
+        assert upstream.model_requests[-1].body["model"] == "text-only"
+        # The agent's own model needs no catalog entry; no header: the agent's model.
+        create(c, input="x", extra_headers={"x-openclaw-model": "fake/fake-model"})
+        assert upstream.model_requests[-1].body["model"] == "fake-model"
+        for call in (
+            lambda h: c.chat.completions.create(
+                model="openclaw", messages=[{"role": "user", "content": "x"}], extra_headers=h
+            ),
+            lambda h: c.responses.create(model="openclaw", input="x", extra_headers=h),
+        ):
+            with pytest.raises(openai.BadRequestError) as info:
+                call({"x-openclaw-model": "fake/secret-model"})
+            body = info.value.body
+            assert body["param"] == "x-openclaw-model"  # type: ignore[index]
+            assert body["code"] == "model_not_allowed"  # type: ignore[index]
+            assert "`small`" in body["message"] and "`fake/text-only`" in body["message"]  # type: ignore[index]

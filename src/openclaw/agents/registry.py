@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from openclaw.config import defaults as d
-from openclaw.config.schema import AgentToolsConfig, Config, ModelRef
-from openclaw.errors import ModelNotFoundError
+from openclaw.config.schema import AgentToolsConfig, CatalogEntry, Config, ModelRef
+from openclaw.errors import InvalidRequestError, ModelNotFoundError
 from openclaw.sessions.keys import Target, normalize_agent_id, resolve_target
 
 
@@ -29,6 +29,21 @@ class Agent:
     max_history_messages: int
     max_history_tokens: int | None
     tools: AgentToolsConfig | None = None  # the agent's own narrowing of the tools
+    # What ``x-openclaw-model`` may name for this agent: its own models and the catalog's, by
+    # ``provider/model`` and by alias, each to its ``provider/model``.
+    models: Mapping[str, str] = field(default_factory=dict)
+
+    def pick_model(self, name: str) -> str:
+        """The model a request asks for by ``name``; 400 naming the allowed ones otherwise."""
+        ref = self.models.get(name.strip())
+        if ref is None:
+            allowed = ", ".join(f"`{n}`" for n in sorted(self.models))
+            raise InvalidRequestError(
+                f"The model `{name}` is not allowed for agent `{self.id}`; allowed: {allowed}.",
+                param="x-openclaw-model",
+                code="model_not_allowed",
+            )
+        return ref
 
 
 def default_model(config: Config) -> ModelRef:
@@ -39,6 +54,16 @@ def default_model(config: Config) -> ModelRef:
         if provider.models:
             return ModelRef(primary=f"{name}/{provider.models[0].id}")
     return ModelRef(primary=f"{d.LOCAL_PROVIDER}/{d.LOCAL_MODEL}")
+
+
+def allowed_models(own: ModelRef, catalog: Mapping[str, CatalogEntry]) -> dict[str, str]:
+    """Name -> ``provider/model`` of every model a request may pick for an agent."""
+    out = {ref: ref for ref in (own.primary, *own.fallbacks)}
+    for ref, entry in catalog.items():
+        out[ref] = ref
+        if entry.alias:
+            out[entry.alias] = ref
+    return out
 
 
 class AgentRegistry:
@@ -58,6 +83,7 @@ class AgentRegistry:
                 id=agent_id,
                 name=entry.name or agent_id,
                 model=entry.model or model,
+                models=allowed_models(entry.model or model, {**defaults.models, **entry.models}),
                 workspace=Path(entry.workspace).expanduser() if entry.workspace else Path(),
                 system_prompt=entry.system_prompt or defaults.system_prompt,
                 timeout_seconds=defaults.timeout_seconds,
@@ -77,6 +103,7 @@ class AgentRegistry:
                 bootstrap_max_chars=defaults.bootstrap_max_chars,
                 max_history_messages=defaults.max_history_messages,
                 max_history_tokens=defaults.max_history_tokens,
+                models=allowed_models(model, defaults.models),
             )
         self.default_id: str = default_id or next(iter(agents))
         # Workspaces: explicit, else <state>/workspace for the default agent (or

@@ -103,6 +103,9 @@ class RunParams:
     tool_choice: ToolChoice | None = None
     # Earlier parts of this turn (the other results of parallel tool calls), before ``message``.
     preceding: tuple[ChatMessage, ...] = ()
+    # The model of this run alone (``x-openclaw-model``, checked against the agent's allowed
+    # models by the door): it replaces the agent's model and fallbacks.
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,7 @@ class AgentRunner:
         if system:
             messages.append(ChatMessage(role="system", content=system))
         messages += [*history, *params.preceding, params.message]
-        refs = (agent.model.primary, *agent.model.fallbacks)
+        refs = (params.model,) if params.model else (agent.model.primary, *agent.model.fallbacks)
         server = self._server_tools(agent, refs[0], params)
         request = ModelRequest(
             model="",

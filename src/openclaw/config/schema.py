@@ -154,8 +154,17 @@ class ModelRef(_Model):
         return value
 
 
+class CatalogEntry(_Model):
+    """A model an agent may be switched to per request (``x-openclaw-model``)."""
+
+    alias: str | None = None
+
+
 class AgentDefaults(_Model):
     model: ModelRef | None = None
+    # Models besides the agent's own that a request may pick with ``x-openclaw-model``, keyed by
+    # ``provider/model``.
+    models: dict[str, CatalogEntry] = {}
     workspace: str | None = None
     timeout_seconds: PositiveInt = d.AGENT_TIMEOUT_SECONDS
     bootstrap_max_chars: PositiveInt = d.BOOTSTRAP_MAX_CHARS
@@ -182,6 +191,8 @@ class AgentEntry(_Model):
     name: str | None = None
     default: bool = False
     model: ModelRef | None = None
+    # Added to ``agents.defaults.models`` for this agent.
+    models: dict[str, CatalogEntry] = {}
     workspace: str | None = None
     system_prompt: str | None = None
     tools: AgentToolsConfig = AgentToolsConfig()

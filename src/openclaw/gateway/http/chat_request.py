@@ -42,7 +42,24 @@ MODEL_FORMS = (
     "`agent:<agentId>`."
 )
 AGENT_HEADER = "x-openclaw-agent-id"
+AGENT_ALIAS_HEADER = "x-openclaw-agent"
 SESSION_KEY_HEADER = "x-openclaw-session-key"
+MODEL_HEADER = "x-openclaw-model"
+
+
+def header_agent(request: Request) -> str:
+    """The agent the headers name (``x-openclaw-agent-id``, or its alias), or ``""``."""
+    return (
+        request.headers.get(AGENT_HEADER, "").strip()
+        or request.headers.get(AGENT_ALIAS_HEADER, "").strip()
+    )
+
+
+def model_override(request: Request, agents: AgentRegistry, agent_id: str) -> str | None:
+    """The model ``x-openclaw-model`` picks for this request, if allowed for the agent (400
+    naming the allowed ones otherwise); None without the header."""
+    name = request.headers.get(MODEL_HEADER, "").strip()
+    return agents.get(agent_id).pick_model(name) if name else None
 
 
 def agent_from_model(model: str) -> str | None:
@@ -61,8 +78,7 @@ def agent_from_model(model: str) -> str | None:
 def _target(request: Request, req: ChatCompletionRequest, agents: AgentRegistry) -> Target:
     """Which agent runs (header > ``model`` > the default agent) and in which session (the
     session key header, else the OpenAI ``user``, else a new per-request session)."""
-    header_agent = request.headers.get(AGENT_HEADER, "").strip()
-    agent_id = header_agent or agent_from_model(req.model)
+    agent_id = header_agent(request) or agent_from_model(req.model)
     raw_key = request.headers.get(SESSION_KEY_HEADER, "").strip()
     try:
         return agents.target(
@@ -91,6 +107,7 @@ async def run_params(
         tools=tuple(_tool(t) for t in req.tools or ()),
         tool_choice=_tool_choice(req.tool_choice) if req.tools else None,
         sampling=_sampling(req),
+        model=model_override(request, agents, target.agent_id),
     )
 
 

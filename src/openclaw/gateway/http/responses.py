@@ -24,7 +24,7 @@ from openclaw.agents.runner import RunParams, RunResult
 from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError, UpstreamError
 from openclaw.gateway import wire
 from openclaw.gateway.body import read_body
-from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER
+from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, model_override
 from openclaw.gateway.http.responses_request import (
     agent_id_of,
     continued_target,
@@ -92,7 +92,10 @@ class ResponsesEndpoint:
                 target = continued_target(previous.agent_id, previous.session_key)
             else:
                 target = target_of(request, req, agent.id, runtime.agents)
-            params, items = await run_params(req, target, self.cfg, continues=previous is not None)
+            model = model_override(request, runtime.agents, target.agent_id)
+            params, items = await run_params(
+                req, target, self.cfg, continues=previous is not None, model=model
+            )
             headers[SESSION_KEY_HEADER] = target.key
             shape = ResponseShape(req, response_id(), int(time.time()))
             run = _Run(self, req, params, items, shape, caller, previous)

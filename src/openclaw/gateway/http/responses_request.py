@@ -19,7 +19,7 @@ from openclaw.agents.runner import RunParams
 from openclaw.config.schema import ResponsesConfig
 from openclaw.errors import InvalidRequestError, UnsupportedError
 from openclaw.gateway.files import FileInput, load_files
-from openclaw.gateway.http.chat_request import AGENT_HEADER, SESSION_KEY_HEADER, agent_from_model
+from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, agent_from_model, header_agent
 from openclaw.gateway.images import load_images
 from openclaw.gateway.responses_schema import (
     CreateResponse,
@@ -50,7 +50,6 @@ from openclaw.providers.base import SamplingParams
 from openclaw.sessions.keys import Target
 
 API = "openresponses"  # session keys: agent:<id>:openresponses[-user]:<...>
-AGENT_ALIAS_HEADER = "x-openclaw-agent"
 FILE_ONLY_TEXT = "User sent file(s) with no text."
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 SETTING = "responses"
@@ -58,11 +57,7 @@ SETTING = "responses"
 
 def agent_id_of(request: Request, model: str) -> str | None:
     """The agent asked for: the agent header (or its alias) > ``model`` > None (the default)."""
-    header = (
-        request.headers.get(AGENT_HEADER, "").strip()
-        or request.headers.get(AGENT_ALIAS_HEADER, "").strip()
-    )
-    return header or agent_from_model(model)
+    return header_agent(request) or agent_from_model(model)
 
 
 def target_of(request: Request, req: CreateResponse, agent_id: str, agents: Any) -> Target:
@@ -96,7 +91,12 @@ class _Turns:
 
 
 async def run_params(
-    req: CreateResponse, target: Target, cfg: ResponsesConfig, *, continues: bool
+    req: CreateResponse,
+    target: Target,
+    cfg: ResponsesConfig,
+    *,
+    continues: bool,
+    model: str | None = None,
 ) -> tuple[RunParams, list[dict[str, Any]]]:
     """The run ``req`` asks for, and its input items as the API lists them (with ids); 400 for
     what cannot be one."""
@@ -121,6 +121,7 @@ async def run_params(
         tools=tools,
         tool_choice=_tool_choice(req.tool_choice) if tools else None,
         sampling=_sampling(req),
+        model=model,
     )
     return params, turns.items
 
