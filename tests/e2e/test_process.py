@@ -161,7 +161,7 @@ def test_shutdown_cancels_requests_that_outlive_the_bound(spawn) -> None:
 
 def test_invalid_config_stops_start_up_with_the_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text('{gateway: {auth: {mode: "none"}}}')
+    path.write_text('{gateway: {auth: {mode: "magic"}}}')
     env = {**os.environ, "OPENCLAW_CONFIG_PATH": str(path), "OPENCLAW_STATE_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "openclaw", "gateway", "run", "--port", "0"],
@@ -171,7 +171,9 @@ def test_invalid_config_stops_start_up_with_the_path(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode != 0
-    assert 'gateway.auth.mode: expected "token" or "password"' in proc.stderr
+    assert (
+        'gateway.auth.mode: expected "token", "password", "none" or "trusted-proxy"' in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 

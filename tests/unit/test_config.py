@@ -63,8 +63,8 @@ def test_json5_with_comments_trailing_commas_and_unquoted_keys(tmp_path: Path) -
     ("data", "expected"),
     [
         (
-            {"gateway": {"auth": {"mode": "none"}}},
-            'gateway.auth.mode: expected "token" or "password"',
+            {"gateway": {"auth": {"mode": "open"}}},
+            'gateway.auth.mode: expected "token", "password", "none" or "trusted-proxy"',
         ),
         ({"gateway": {"port": "high"}}, "gateway.port: input should be a valid integer"),
         ({"gateway": {"port": 70000}}, "gateway.port: input should be less than or equal to 65535"),
@@ -173,7 +173,9 @@ def test_cli_config_get_set_validate(tmp_path: Path) -> None:
     assert result.output.strip() == "19999"
     result = runner.invoke(cli, ["config", "set", "gateway.auth.mode", "nope"], env=env)
     assert result.exit_code == 1
-    assert 'gateway.auth.mode: expected "token" or "password"' in result.output
+    assert 'gateway.auth.mode: expected "token", "password", "none" or "trusted-proxy"' in (
+        result.output
+    )
     result = runner.invoke(cli, ["config", "get", "gateway.nothing"], env=env)
     assert result.exit_code == 1
     assert "no such key" in result.output
@@ -183,7 +185,9 @@ def test_cli_config_get_set_validate(tmp_path: Path) -> None:
     path.write_text("{gateway: {auth: {mode: 'x'}}}")
     result = runner.invoke(cli, ["config", "validate"], env=env)
     assert result.exit_code == 1
-    assert 'gateway.auth.mode: expected "token" or "password"' in result.output
+    assert 'gateway.auth.mode: expected "token", "password", "none" or "trusted-proxy"' in (
+        result.output
+    )
 
 
 def test_cli_setup_writes_starter_config_and_token(tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ async def _receive(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def _authenticate(ws: ClientConnection, remote: Remote) -> None:
-    auth = {} if remote.secret is None else {remote.mode: remote.secret}
+    auth = {} if not remote.secret else {remote.mode: remote.secret}
     client = {"name": "openclaw-cli", "version": __version__}
     await _send(ws, "connect", "connect", {"auth": auth, "client": client})
     async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):

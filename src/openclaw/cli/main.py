@@ -78,6 +78,8 @@ def gateway_token(config_path: Path | None) -> None:
         )
     except ConfigError as exc:
         fail(str(exc))
+    if not resolved.secret:
+        fail(f"gateway.auth.mode is {resolved.mode}: there is no secret to send")
     click.echo(resolved.secret)
 
 
@@ -112,6 +114,9 @@ def setup(config_path: Path | None) -> None:
         )
     except ConfigError as exc:
         fail(str(exc))
+    if not resolved.secret:
+        click.echo(f"auth: {resolved.mode} mode (no secret)")
+        return
     where = {
         "config": f"gateway.auth.{resolved.mode} in {path}",
         "env": f"the {resolved.mode} in your environment",

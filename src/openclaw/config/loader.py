@@ -95,7 +95,7 @@ def _strip_branches(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``gateway.auth.mode: expected "token" or "password"``."""
+    """One line per problem: ``gateway.port: input should be less than or equal to 65535``."""
     lines = []
     seen = set()
     for err in exc.errors():

@@ -38,11 +38,36 @@ class RateLimitConfig(_Model):
     exempt_loopback: bool = True
 
 
+class TrustedProxyConfig(_Model):
+    """``trusted-proxy`` auth: an identity-aware proxy in front says who the user is."""
+
+    # The proxies' addresses (CIDRs or single addresses); requests from anywhere else are 401.
+    addresses: list[str] = []
+    # The header the proxy puts the authenticated user's name in.
+    user_header: str = "x-forwarded-user"
+    # A proxy on this host (loopback) is trusted only when this says so: anything running here
+    # could otherwise claim any user.
+    allow_loopback: bool = False
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {item!r}") from None
+        return value
+
+
 class AuthConfig(_Model):
-    mode: Literal["token", "password"] = "token"
+    mode: Literal["token", "password", "none", "trusted-proxy"] = "token"
     token: str | None = None
     password: str | None = None
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # `none` beyond loopback: only with this (and a loud start-up warning).
+    allow_unauthenticated: bool = False
+    trusted_proxy: TrustedProxyConfig = TrustedProxyConfig()
 
 
 class ImagesConfig(_Model):

@@ -55,7 +55,7 @@ def create_app(
         config=config,
         state_dir=state,
         secret=secret,
-        auth=Authenticator(secret, config.gateway.auth.rate_limit),
+        auth=Authenticator(secret, config.gateway.auth),
         runtime=Runtime(config, state, secrets=[secret.secret] if secret.secret else []),
     )
 

@@ -79,6 +79,20 @@ def resolve_secret(
     """Config value, else env var, else (loopback only) a generated secret kept in the state dir."""
     env = os.environ if env is None else env
     mode = auth.mode
+    if mode == "none":
+        if not loopback_only and not auth.allow_unauthenticated:
+            raise ConfigError(
+                'gateway.auth.mode: "none" serves anyone who can reach the port; it is allowed '
+                "on loopback only, unless gateway.auth.allowUnauthenticated is true"
+            )
+        return ResolvedSecret(mode, "", "none")
+    if mode == "trusted-proxy":
+        if not auth.trusted_proxy.addresses:
+            raise ConfigError(
+                "gateway.auth.trustedProxy.addresses: trusted-proxy auth needs the addresses "
+                "of the proxies it trusts"
+            )
+        return ResolvedSecret(mode, "", "proxy")
     configured = auth.token if mode == "token" else auth.password
     if configured:
         return ResolvedSecret(mode, configured, "config")
@@ -167,19 +181,33 @@ class FailureLimiter:
             del self._by_addr[k]
 
 
-class Authenticator:
-    """Checks ``Authorization: Bearer <secret>`` (or a secret given directly, for the WebSocket)."""
+ANONYMOUS = "anonymous"
 
-    def __init__(self, resolved: ResolvedSecret, rate_limit: RateLimitConfig) -> None:
+
+class Authenticator:
+    """Who a request comes from, by the configured mode: the bearer secret (``token`` /
+    ``password``; or a secret given directly, for the WebSocket), a trusted proxy's user header
+    (``trusted-proxy``), or nobody in particular (``none``).  Each check returns the caller's
+    identity, used to scope what it stores (responses) and in logs; never a secret."""
+
+    def __init__(self, resolved: ResolvedSecret, cfg: AuthConfig) -> None:
         self.mode = resolved.mode
         self._expected = resolved.secret.encode()
-        self.limiter = FailureLimiter(rate_limit)
-        # Who a caller holding the secret is, for scoping what it stores (responses): a digest,
-        # never the secret itself.
+        self.limiter = FailureLimiter(cfg.rate_limit)
+        # A caller holding the secret: a digest of it, never the secret itself.
         self.identity = "key:" + hashlib.sha256(self._expected).hexdigest()[:24]
+        proxy = cfg.trusted_proxy
+        self.user_header = proxy.user_header.lower()
+        self._proxies = tuple(ipaddress.ip_network(a, strict=False) for a in proxy.addresses)
+        self._proxy_loopback = proxy.allow_loopback
 
-    def check_secret(self, presented: str | None, addr: str | None) -> str:
-        """The caller's identity; raise ``RateLimitError`` or ``AuthenticationError``."""
+    def check_secret(self, presented: str | None, addr: str | None, user: str | None = None) -> str:
+        """The caller's identity; raise ``RateLimitError`` or ``AuthenticationError``.
+        ``user``: the trusted proxy's user header, in that mode."""
+        if self.mode == "none":
+            return ANONYMOUS
+        if self.mode == "trusted-proxy":
+            return self._proxied(addr, user)
         self.limiter.check(addr)
         if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
             self.limiter.success(addr)
@@ -187,10 +215,28 @@ class Authenticator:
         self.limiter.failure(addr)
         raise AuthenticationError()
 
-    def check_header(self, authorization: str | None, addr: str | None) -> str:
+    def check_header(
+        self, authorization: str | None, addr: str | None, user: str | None = None
+    ) -> str:
         presented = None
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 presented = value.strip()
-        return self.check_secret(presented, addr)
+        return self.check_secret(presented, addr, user)
+
+    def _proxied(self, addr: str | None, user: str | None) -> str:
+        """A request from a trusted proxy carrying a user; anything else is 401."""
+        try:
+            ip = ipaddress.ip_address(addr or "")
+        except ValueError:
+            raise AuthenticationError("The request did not come through a trusted proxy.") from None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        trusted = any(ip in net for net in self._proxies)
+        if not trusted or (ip.is_loopback and not self._proxy_loopback):
+            raise AuthenticationError("The request did not come through a trusted proxy.")
+        name = (user or "").strip()
+        if not name:
+            raise AuthenticationError(f"The trusted proxy sent no `{self.user_header}` header.")
+        return "user:" + name

@@ -99,10 +99,20 @@ def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
             host, port = sock.getsockname()[:2]
             addrs.append(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
     endpoints = ["health", "ws", "toolsInvoke"]
-    if gw.config.gateway.http.endpoints.chat_completions.enabled:
-        endpoints += ["chatCompletions", "models"]
+    enabled = gw.config.gateway.http.endpoints
+    if enabled.chat_completions.enabled:
+        endpoints.append("chatCompletions")
+    if enabled.responses.enabled:
+        endpoints.append("responses")
+    if enabled.chat_completions.enabled or enabled.responses.enabled:
+        endpoints += ["models", "embeddings"]
     hint = ""
-    if gw.secret.source == "generated":
+    if gw.secret.mode == "none":
+        hint = " (no secret: anyone who can reach the port is let in)"
+    elif gw.secret.mode == "trusted-proxy":
+        proxy = gw.config.gateway.auth.trusted_proxy
+        hint = f" (user from `{proxy.user_header}` of {', '.join(proxy.addresses)})"
+    elif gw.secret.source == "generated":
         hint = f" (generated; read it with `openclaw gateway token`, kept in {gw.secret.path})"
     elif gw.secret.source == "env":
         hint = " (from environment)"
@@ -141,6 +151,12 @@ async def serve(config: Config, *, state_dir: Path | None = None) -> None:
         await asyncio.sleep(0.01)
     if server.started:
         log.info(describe_listen(server, app))
+        auth = config.gateway.auth
+        if auth.mode == "none" and auth.allow_unauthenticated:
+            log.warning(
+                "UNAUTHENTICATED: gateway.auth.mode is none and allowUnauthenticated is set: "
+                "anyone who can reach this port can run agents, read sessions and use tools"
+            )
         tune_gc()
     await task
     if not server.started:

@@ -37,4 +37,6 @@ def require_auth(conn: HTTPConnection) -> str:
     """Check the bearer secret of an HTTP request (401/429 wire errors); the caller's
     identity."""
     gw: GatewayState = conn.app.state.gateway
-    return gw.auth.check_header(conn.headers.get("authorization"), client_addr(conn))
+    auth = gw.auth
+    user = conn.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
+    return auth.check_header(conn.headers.get("authorization"), client_addr(conn), user)

@@ -124,7 +124,9 @@ async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[bool, Any]:
         frame = _parse(text)
         if frame["method"] != "connect":
             raise InvalidRequestError("The first frame must be a `connect` request.")
-        gw.auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws))
+        auth = gw.auth
+        user = ws.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
+        auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws), user)
     except OpenClawError as exc:
         await ws.send_text(orjson.dumps(wire.ws_reply(_frame_id(text), exc)).decode())
         await ws.close(*exc.ws_close())
