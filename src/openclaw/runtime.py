@@ -47,12 +47,18 @@ class Runtime:
                 self.providers.check_ref(ref, "agents.defaults.model")
         for ref in config.agents.defaults.models:
             self.providers.check_ref(ref, "agents.defaults.models")
+        if config.agents.defaults.embeddings.model is not None:
+            self.providers.check_ref(
+                config.agents.defaults.embeddings.model, "agents.defaults.embeddings.model"
+            )
         for i, entry in enumerate(config.agents.entries):
             if entry.model is not None:
                 for ref in (entry.model.primary, *entry.model.fallbacks):
                     self.providers.check_ref(ref, f"agents.list[{i}].model")
             for ref in entry.models:
                 self.providers.check_ref(ref, f"agents.list[{i}].models")
+            if entry.embeddings is not None and entry.embeddings.model is not None:
+                self.providers.check_ref(entry.embeddings.model, f"agents.list[{i}].embeddings")
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
         self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))

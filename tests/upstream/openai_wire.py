@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -64,6 +66,43 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 def _include_usage(body: Mapping[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
+
+
+EMBEDDINGS_PATH = "/v1/embeddings"
+EMBEDDING_DIMENSIONS = 8
+
+
+def fake_vector(item: Any, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's embedding of one input: unit length, the same for the same input, from a
+    hash of it (so tests can compute what to expect)."""
+    digest = hashlib.sha256(orjson.dumps(item)).digest()
+    raw = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def embeddings_body(body: Any) -> dict[str, Any] | None:
+    """The ``/v1/embeddings`` answer: a vector per input (``fake_vector``), ``dimensions`` long
+    when asked; usage = words of the strings + lengths of the token arrays.  None for a body
+    that is not an embeddings request."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return None
+    raw = body.get("input")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        return None
+    dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    data = [
+        {"object": "embedding", "index": i, "embedding": fake_vector(item, dims)}
+        for i, item in enumerate(items)
+    ]
+    tokens = sum(len(x.split()) if isinstance(x, str) else len(x) for x in items)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def models_body(models: tuple[str, ...]) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 thread with its own event loop, so sync tests (the ``openai`` sync client) and async tests (on
 their own loop) can both point the gateway's providers at it.  One port serves:
 
-* OpenAI:    ``POST /v1/chat/completions`` (stream / non-stream), ``GET /v1/models``
+* OpenAI:    ``POST /v1/chat/completions`` (stream / non-stream), ``GET /v1/models``,
+             ``POST /v1/embeddings`` (deterministic vectors, see ``openai_wire.embeddings_body``)
              -> ``base_url`` = ``http://127.0.0.1:<port>/v1``
 * Anthropic: ``POST /v1/messages`` (stream / non-stream)
              -> ``root_url`` = ``http://127.0.0.1:<port>`` (what the Anthropic SDK calls base_url)
@@ -58,7 +59,13 @@ from tests.upstream.behaviours import (
     check_behaviour,
     slow_stream,
 )
-from tests.upstream.openai_wire import MODELS_PATH, OPENAI, models_body
+from tests.upstream.openai_wire import (
+    EMBEDDINGS_PATH,
+    MODELS_PATH,
+    OPENAI,
+    embeddings_body,
+    models_body,
+)
 from tests.upstream.records import Disconnect, Headers, RecordedRequest
 from tests.upstream.respond import Exchange, json_response, respond
 from tests.upstream.wire import Wire
@@ -117,6 +124,8 @@ class FakeUpstream:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._error: BaseException | None = None
+        # Set to answer every embeddings request with this error.
+        self.embeddings_error: HttpError | None = None
         self.port = 0
 
     # ---- public, thread-safe API ------------------------------------------------------------
@@ -151,6 +160,11 @@ class FakeUpstream:
     def model_requests(self) -> list[RecordedRequest]:
         """Only the chat-completions / messages requests."""
         return [r for r in self.requests if r.path in _MODEL_PATHS]
+
+    @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        """Only the ``/v1/embeddings`` requests."""
+        return [r for r in self.requests if r.path == EMBEDDINGS_PATH]
 
     @property
     def disconnects(self) -> list[Disconnect]:
@@ -259,6 +273,7 @@ class FakeUpstream:
         for wire in _WIRES:
             app.router.add_post(wire.path, self._model_handler(wire))
         app.router.add_get(MODELS_PATH, self._models)
+        app.router.add_post(EMBEDDINGS_PATH, self._embeddings)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         # handler_cancellation: without it aiohttp never cancels a handler whose client went
         # away; a sleeping handler (Hang, delays) would not notice at all.
@@ -364,6 +379,20 @@ class FakeUpstream:
         await self._record(request)
         rejected = self._unauthorized(OPENAI, request)
         return rejected if rejected is not None else json_response(200, models_body(self.models))
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        rec = await self._record(request)
+        rejected = self._unauthorized(OPENAI, request)
+        if rejected is not None:
+            return rejected
+        if self.embeddings_error is not None:
+            err = self.embeddings_error
+            return json_response(err.status, OPENAI.error_body(err))
+        answer = embeddings_body(rec.body)
+        if answer is None:
+            err = HttpError(400, "'input' is invalid.", param="input")
+            return json_response(400, OPENAI.error_body(err))
+        return json_response(200, answer)
 
     async def _not_found(self, request: web.Request) -> web.Response:
         await self._record(request)

@@ -32,6 +32,8 @@ class Agent:
     # What ``x-openclaw-model`` may name for this agent: its own models and the catalog's, by
     # ``provider/model`` and by alias, each to its ``provider/model``.
     models: Mapping[str, str] = field(default_factory=dict)
+    # The configured embedding model (``provider/model``), if any.
+    embedding_model: str | None = None
 
     def pick_model(self, name: str) -> str:
         """The model a request asks for by ``name``; 400 naming the allowed ones otherwise."""
@@ -84,6 +86,7 @@ class AgentRegistry:
                 name=entry.name or agent_id,
                 model=entry.model or model,
                 models=allowed_models(entry.model or model, {**defaults.models, **entry.models}),
+                embedding_model=(entry.embeddings or defaults.embeddings).model,
                 workspace=Path(entry.workspace).expanduser() if entry.workspace else Path(),
                 system_prompt=entry.system_prompt or defaults.system_prompt,
                 timeout_seconds=defaults.timeout_seconds,
@@ -104,6 +107,7 @@ class AgentRegistry:
                 max_history_messages=defaults.max_history_messages,
                 max_history_tokens=defaults.max_history_tokens,
                 models=allowed_models(model, defaults.models),
+                embedding_model=defaults.embeddings.model,
             )
         self.default_id: str = default_id or next(iter(agents))
         # Workspaces: explicit, else <state>/workspace for the default agent (or

@@ -117,9 +117,19 @@ class ResponsesConfig(InputsConfig):
     retention_days: PositiveInt = d.RESPONSES_RETENTION_DAYS
 
 
+class EmbeddingsEndpointConfig(_Model):
+    """``POST /v1/embeddings`` (served beside either OpenAI endpoint): its limits."""
+
+    max_inputs: PositiveInt = d.EMBEDDINGS_MAX_INPUTS
+    max_input_chars: PositiveInt = d.EMBEDDINGS_MAX_INPUT_CHARS
+    max_total_chars: PositiveInt = d.EMBEDDINGS_MAX_TOTAL_CHARS
+    max_body_bytes: PositiveInt = d.EMBEDDINGS_MAX_BODY_BYTES
+
+
 class EndpointsConfig(_Model):
     chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    embeddings: EmbeddingsEndpointConfig = EmbeddingsEndpointConfig()
 
 
 class HttpConfig(_Model):
@@ -185,8 +195,26 @@ class CatalogEntry(_Model):
     alias: str | None = None
 
 
+class EmbeddingsConfig(_Model):
+    """An agent's embedding model: what ``/v1/embeddings`` answers with for it, and what makes
+    its ``memory_search`` hybrid.  Unset: ``/v1/embeddings`` uses the embedded local model and
+    memory search stays keyword-only."""
+
+    model: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None:
+            provider, sep, model = value.partition("/")
+            if not sep or not provider or not model:
+                raise ValueError(f'expected "<provider>/<model>", got {value!r}')
+        return value
+
+
 class AgentDefaults(_Model):
     model: ModelRef | None = None
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
     # Models besides the agent's own that a request may pick with ``x-openclaw-model``, keyed by
     # ``provider/model``.
     models: dict[str, CatalogEntry] = {}
@@ -218,6 +246,7 @@ class AgentEntry(_Model):
     model: ModelRef | None = None
     # Added to ``agents.defaults.models`` for this agent.
     models: dict[str, CatalogEntry] = {}
+    embeddings: EmbeddingsConfig | None = None
     workspace: str | None = None
     system_prompt: str | None = None
     tools: AgentToolsConfig = AgentToolsConfig()

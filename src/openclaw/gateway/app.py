@@ -16,6 +16,7 @@ from openclaw import paths
 from openclaw.config.schema import Config
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
+from openclaw.gateway.http.embeddings import EmbeddingsEndpoint
 from openclaw.gateway.http.health import health
 from openclaw.gateway.http.models import ModelsEndpoint, first_served
 from openclaw.gateway.http.responses import ResponsesEndpoint
@@ -89,6 +90,7 @@ def create_app(
         routes += [
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
+            Route("/v1/embeddings", EmbeddingsEndpoint(gw).handle, methods=["POST"]),
         ]
 
     @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import orjson
 
 from openclaw.config.schema import ProviderConfig
-from openclaw.errors import UpstreamError
+from openclaw.errors import UnsupportedError, UpstreamError
 from openclaw.messages import (
     ChatMessage,
     FunctionChoice,
@@ -22,7 +22,13 @@ from openclaw.messages import (
     ToolDefinition,
     Usage,
 )
-from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
+from openclaw.providers.base import (
+    EmbeddingInput,
+    Embeddings,
+    Finished,
+    ModelRequest,
+    ProviderEvent,
+)
 from openclaw.providers.errors import (
     error_fields,
     malformed,
@@ -148,6 +154,14 @@ class AnthropicProvider(HttpProviderBase):
         headers.update(cfg.headers)
         self._headers = headers
         self._max_tokens = {m.id: m.max_tokens for m in cfg.models if m.max_tokens}
+
+    async def embed(
+        self, model: str, inputs: Sequence[EmbeddingInput], dimensions: int | None
+    ) -> Embeddings:
+        raise UnsupportedError(
+            f"`{self.name}/{model}` cannot make embeddings: Anthropic has no embeddings API.",
+            param="model",
+        )
 
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True

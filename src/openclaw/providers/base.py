@@ -51,6 +51,17 @@ class Finished:
 
 ProviderEvent = TextDelta | ToolCallDelta | Usage | Finished
 
+# What an embeddings call takes: texts, or (as OpenAI allows) token ids of the model's tokenizer.
+EmbeddingInput = str | Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors, one per input in order, and the prompt tokens the call used."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
 
 class Provider(Protocol):
     """A model backend.  ``stream`` is an async generator: iterate it for events; closing it
@@ -71,6 +82,13 @@ class Provider(Protocol):
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
         """Usage for a reply when the upstream reported none (tokenizer, else an estimate)."""
+        ...
+
+    async def embed(
+        self, model: str, inputs: Sequence[EmbeddingInput], dimensions: int | None
+    ) -> Embeddings:
+        """Embeddings of ``inputs`` in one call; ``UnsupportedError`` for a provider (or a
+        ``dimensions``) that cannot."""
         ...
 
     async def aclose(self) -> None: ...

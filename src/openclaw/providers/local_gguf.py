@@ -31,7 +31,14 @@ from openclaw.errors import (
 )
 from openclaw.logs import get_logger
 from openclaw.messages import ChatMessage, StopReason, TextDelta, Usage
-from openclaw.providers.base import Finished, ModelRequest, ProviderEvent, SamplingParams
+from openclaw.providers.base import (
+    EmbeddingInput,
+    Embeddings,
+    Finished,
+    ModelRequest,
+    ProviderEvent,
+    SamplingParams,
+)
 
 log = get_logger("local-model")
 
@@ -108,6 +115,9 @@ class LocalGgufProvider:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llama")
         self._llm: Any = None
         self._load_lock = asyncio.Lock()
+        # The same weights loaded a second time for embeddings (mean-pooled): llama.cpp makes a
+        # context either generate or embed.
+        self._embedder: Any = None
 
     def supports_images(self, model: str) -> bool:
         return False
@@ -172,6 +182,62 @@ class LocalGgufProvider:
             channel.close()
             work.add_done_callback(lambda f: f.exception())
 
+    def _load_embedder_sync(self) -> Any:
+        path = ensure_model_file(self.path)
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise UpstreamUnavailableError("`llama-cpp-python` is not installed.") from exc
+        n_ctx = self.cfg.context_size
+        return llama_cpp.Llama(
+            model_path=str(path),
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+        )
+
+    async def embed(
+        self, model: str, inputs: Sequence[EmbeddingInput], dimensions: int | None
+    ) -> Embeddings:
+        """Mean-pooled, normalised embeddings of the base model, on this process's CPU (inputs
+        longer than the context are cut at it)."""
+        loop = asyncio.get_running_loop()
+        if self._embedder is None:
+            async with self._load_lock:
+                if self._embedder is None:
+                    self._embedder = await loop.run_in_executor(
+                        self._executor, self._load_embedder_sync
+                    )
+        llm = self._embedder
+        native = int(llm.n_embd())
+        if dimensions is not None and dimensions != native:
+            raise UnsupportedError(
+                f"`{self.name}/{model}` makes {native}-dimensional embeddings only.",
+                param="dimensions",
+            )
+
+        def run() -> Embeddings:
+            texts = [
+                i if isinstance(i, str) else llm.detokenize(list(i)).decode("utf-8", "replace")
+                for i in inputs
+            ]
+            n_ctx = int(llm.n_ctx())
+            tokens = sum(
+                min(n_ctx, len(llm.tokenize(t.encode("utf-8"))))
+                if isinstance(i, str)
+                else min(n_ctx, len(i))
+                for t, i in zip(texts, inputs, strict=True)
+            )
+            vectors = llm.embed(texts, normalize=True, truncate=True)
+            return Embeddings([list(map(float, v)) for v in vectors], tokens)
+
+        return await loop.run_in_executor(self._executor, run)
+
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
         llm = await self._model()
         prompt = render_prompt(messages)
@@ -185,10 +251,11 @@ class LocalGgufProvider:
         return await loop.run_in_executor(self._executor, count)
 
     async def aclose(self) -> None:
-        llm, self._llm = self._llm, None
         loop = asyncio.get_running_loop()
-        if llm is not None:
-            await loop.run_in_executor(self._executor, llm.close)
+        for llm in (self._llm, self._embedder):
+            if llm is not None:
+                await loop.run_in_executor(self._executor, llm.close)
+        self._llm = self._embedder = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

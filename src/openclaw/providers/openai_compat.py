@@ -23,7 +23,13 @@ from openclaw.messages import (
     ToolDefinition,
     Usage,
 )
-from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
+from openclaw.providers.base import (
+    EmbeddingInput,
+    Embeddings,
+    Finished,
+    ModelRequest,
+    ProviderEvent,
+)
 from openclaw.providers.errors import (
     error_fields,
     malformed,
@@ -32,7 +38,7 @@ from openclaw.providers.errors import (
     upstream_errors,
 )
 from openclaw.providers.http import HttpProviderBase, sse_data
-from openclaw.providers.tokens import estimate_usage
+from openclaw.providers.tokens import estimate_tokens, estimate_usage
 
 _FINISH: dict[str, StopReason] = {
     "stop": "stop",
@@ -183,12 +189,45 @@ class OpenAICompatProvider(HttpProviderBase):
         super().__init__(name, cfg)
         assert cfg.base_url is not None
         self._url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = cfg.base_url.rstrip("/") + "/embeddings"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         headers.update(cfg.headers)
         self._headers = headers
         self._tools = EncodedTools()
+
+    async def embed(
+        self, model: str, inputs: Sequence[EmbeddingInput], dimensions: int | None
+    ) -> Embeddings:
+        """``POST <baseUrl>/embeddings``: every input in one call."""
+        label = self._label(model)
+        body: dict[str, Any] = {
+            "model": model,
+            "input": [i if isinstance(i, str) else list(i) for i in inputs],
+            "encoding_format": "float",
+        }
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        with upstream_errors(label):
+            async with self.session.post(
+                self._embeddings_url, data=orjson.dumps(body), headers=self._headers
+            ) as resp:
+                await raise_for_response(resp, label)
+                data = orjson.loads(await resp.read())
+        try:
+            items = sorted(data["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+        except (KeyError, TypeError, ValueError):
+            raise malformed(label, "embeddings response") from None
+        if len(vectors) != len(inputs):
+            raise malformed(label, "embeddings response")
+        usage = data.get("usage") if isinstance(data, dict) else None
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if not isinstance(tokens, int):
+            # Not reported: counted as the gateway counts a reply it was not told about.
+            tokens = sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
+        return Embeddings(vectors, tokens)
 
     async def stream(
         self, request: ModelRequest, *, deltas: bool = True

@@ -20,7 +20,13 @@ from openclaw.errors import (
     UpstreamRateLimitError,
 )
 from openclaw.logs import get_logger
-from openclaw.providers.base import ModelRequest, Provider, ProviderEvent
+from openclaw.providers.base import (
+    EmbeddingInput,
+    Embeddings,
+    ModelRequest,
+    Provider,
+    ProviderEvent,
+)
 
 log = get_logger("providers")
 
@@ -84,6 +90,26 @@ class ProviderRegistry:
             with contextlib.suppress(Exception):
                 await provider.aclose()
         self._providers.clear()
+
+    async def embed(
+        self, ref: str, inputs: Sequence[EmbeddingInput], dimensions: int | None = None
+    ) -> Embeddings:
+        """Embeddings from the model ``ref``: one call, retried before it answers as chat calls
+        are (no fallbacks: another model's vectors would not be comparable)."""
+        provider, model, cfg = self.resolve(ref)
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                return await provider.embed(model, inputs, dimensions)
+            except UpstreamError as exc:
+                delay = _retry_delay(exc, attempt, cfg.max_retries)
+                if delay is None:
+                    raise
+                log.warning(
+                    "embeddings failed; retrying",
+                    extra={"model": ref, "attempt": attempt + 1, "error": exc.message},
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def stream(
         self, refs: Sequence[str], request: ModelRequest, *, deltas: bool
