@@ -65,8 +65,12 @@ def test_float_and_base64_batches(gw: RunningGateway, upstream: FakeUpstream) ->
     encoded = b64.http_response.json()["data"][0]["embedding"]
     decoded = struct.unpack(f"<{len(vectors[0])}f", base64.b64decode(encoded))
     assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(decoded, vectors[0], strict=True))
-    parsed = b64.parse()
-    assert len(parsed.data[0].embedding) == len(vectors[0])
+    # The SDK's default: it asks for base64 itself and decodes it to floats.
+    with client(gw) as c:
+        default = c.embeddings.create(model="openclaw", input=texts[0])
+    assert upstream.embedding_requests[-1].body["encoding_format"] == "float"
+    got = default.data[0].embedding
+    assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, vectors[0], strict=True))
 
 
 def test_token_arrays_dimensions_and_a_single_string(
