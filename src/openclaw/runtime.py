@@ -62,7 +62,9 @@ class Runtime:
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
         self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))
-        self.toolbox = Toolbox(config, self.agents, self.store, state_dir, self.redactor)
+        self.toolbox = Toolbox(
+            config, self.agents, self.store, state_dir, self.redactor, self.providers
+        )
         defaults = config.agents.defaults
         self.runner = AgentRunner(
             self.agents,

@@ -5,6 +5,7 @@ model override, limits and errors; and the embedded local model answering with n
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from openai import OpenAI
 from tests.e2e.conftest import chat_config
 from tests.harness import RunningGateway
 from tests.openai_spec import conforms
-from tests.upstream import FakeUpstream, HttpError
+from tests.upstream import FakeUpstream, HttpError, ToolCalls
 from tests.upstream.openai_wire import fake_vector
 
 
@@ -178,3 +179,23 @@ def test_the_embedded_local_model_answers_offline(
     assert reply.usage.prompt_tokens > 10
     assert info.value.body["param"] == "dimensions"  # type: ignore[index]
     assert upstream.embedding_requests == []
+
+
+def test_memory_search_turns_hybrid_with_an_embedding_model(
+    upstream: FakeUpstream, gateway_factory: Callable[..., RunningGateway]
+) -> None:
+    cfg = embeddings_config(upstream)
+    cfg["tools"] = {"profile": "coding"}
+    gw = gateway_factory(cfg)
+    memory = gw.state_dir / "workspace" / "memory"
+    memory.mkdir(parents=True)
+    (memory / "notes.md").write_text("The spare key is under the blue pot.\n")
+    upstream.script(ToolCalls(calls=(("memory_search", json.dumps({"query": "spare key"})),)))
+    with client(gw) as c:
+        c.chat.completions.create(model="openclaw", messages=[{"role": "user", "content": "key?"}])
+    [fed] = [m for m in upstream.model_requests[-1].body["messages"] if m["role"] == "tool"]
+    result = json.loads(fed["content"])
+    assert result["provider"] == "hybrid" and result["model"] == "fake/embed-small"
+    assert result["results"][0]["path"] == "memory/notes.md"
+    [call] = upstream.embedding_requests
+    assert call.body["input"] == ["spare key", "The spare key is under the blue pot."]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import math
+import re
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +365,53 @@ async def test_memory_search_finds_what_was_written_and_follows_changes(tools: H
     hits = orjson.loads((await tools.call("memory_search", query="oslo"))[0])["results"]
     assert hits[0]["path"] == "memory/2026/trip.md"
     assert orjson.loads((await tools.call("memory_search", query="?!"))[0])["results"] == []
+
+
+class ConceptEmbedder:
+    """A stand-in embedding model that knows a few synonyms: words map to concept axes, a text
+    to the normalised sum of its words' axes.  Counts what it is asked to embed."""
+
+    CONCEPTS = {"cat": 0, "feline": 0, "kitten": 0, "revenue": 1, "sales": 1, "rug": 2}
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        out = []
+        for text in texts:
+            v = [0.0, 0.0, 0.0, 0.01]
+            for word in re.findall(r"\w+", text.lower()):
+                if word in self.CONCEPTS:
+                    v[self.CONCEPTS[word]] += 1.0
+            norm = math.sqrt(sum(x * x for x in v))
+            out.append([x / norm for x in v])
+        return out
+
+
+async def test_hybrid_memory_search_finds_other_words_and_embeds_each_chunk_once(
+    tools: Harness,
+) -> None:
+    embedder = ConceptEmbedder()
+    hybrid = replace(tools.ctx, embedding_model="fake/concepts", embed=embedder)
+    harness = Harness(hybrid)
+    await harness.call("write", path="memory/a.md", content="The feline rested all day.\n")
+    await harness.call("write", path="memory/b.md", content="Quarterly sales went up.\n")
+    text, err = await harness.call("memory_search", query="cat")
+    body = orjson.loads(text)
+    assert not err and body["provider"] == "hybrid" and body["model"] == "fake/concepts"
+    # No keyword in common, found by meaning.
+    assert body["results"][0]["path"] == "memory/a.md"
+    assert sorted(embedder.calls[0][1:]) == [
+        "Quarterly sales went up.",
+        "The feline rested all day.",
+    ]
+    text, _ = await harness.call("memory_search", query="revenue")
+    assert orjson.loads(text)["results"][0]["path"] == "memory/b.md"
+    assert embedder.calls[1] == ["revenue"]  # the chunks' vectors were kept
+    await harness.call("write", path="memory/b.md", content="Sales fell; the kitten slept.\n")
+    await harness.call("memory_search", query="rug")
+    assert embedder.calls[2] == ["rug", "Sales fell; the kitten slept."]  # only what changed
 
 
 async def test_memory_search_does_not_follow_links_out_of_the_workspace(

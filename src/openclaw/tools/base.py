@@ -21,7 +21,7 @@ from openclaw.messages import ToolDefinition
 if TYPE_CHECKING:
     from openclaw.config.schema import ToolsConfig
     from openclaw.sessions.base import SessionStore
-    from openclaw.tools.memory_index import MemoryIndexes
+    from openclaw.tools.memory_index import Embed, MemoryIndexes
     from openclaw.tools.redact import Redactor
     from openclaw.tools.web import WebFetcher
 
@@ -63,6 +63,9 @@ class ToolContext:
     redactor: Redactor
     memory: MemoryIndexes
     web: WebFetcher
+    # The agent's embedding model and how to use it (memory search turns hybrid); None: none.
+    embedding_model: str | None = None
+    embed: Embed | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ from openclaw.config import defaults as d
 from openclaw.config.schema import Config
 from openclaw.logs import get_logger
 from openclaw.messages import ToolDefinition
+from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import SessionStore
 from openclaw.tools import policy
 from openclaw.tools.base import Tool, ToolContext, ToolError, ToolResult
@@ -31,7 +32,7 @@ from openclaw.tools.builtin import (
     write,
 )
 from openclaw.tools.builtin import exec as exec_tool
-from openclaw.tools.memory_index import MemoryIndexes
+from openclaw.tools.memory_index import Embed, MemoryIndexes
 from openclaw.tools.redact import Redactor
 from openclaw.tools.web import WebFetcher
 
@@ -83,8 +84,10 @@ class Toolbox:
         store: SessionStore,
         state_dir: Path,
         redactor: Redactor,
+        providers: ProviderRegistry | None = None,
     ) -> None:
         self.config = config.tools
+        self.providers = providers
         self.store = store
         self.redactor = redactor
         self.memory = MemoryIndexes(state_dir)
@@ -123,6 +126,9 @@ class Toolbox:
         return self._http[agent_id]
 
     def context(self, agent: Agent, session_key: str) -> ToolContext:
+        embed = None
+        if agent.embedding_model is not None and self.providers is not None:
+            embed = self._embedder(self.providers, agent.embedding_model)
         return ToolContext(
             agent_id=agent.id,
             workspace=agent.workspace,
@@ -132,7 +138,16 @@ class Toolbox:
             redactor=self.redactor,
             memory=self.memory,
             web=self.web,
+            embedding_model=agent.embedding_model,
+            embed=embed,
         )
+
+    @staticmethod
+    def _embedder(providers: ProviderRegistry, ref: str) -> Embed:
+        async def embed(texts: list[str]) -> list[list[float]]:
+            return (await providers.embed(ref, texts)).vectors
+
+        return embed
 
     async def run(
         self, tool: Tool[Any], arguments: str | Mapping[str, Any], ctx: ToolContext

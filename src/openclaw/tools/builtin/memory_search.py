@@ -1,4 +1,5 @@
-"""``memory_search``: keyword search over the agent's memory files."""
+"""``memory_search``: search over the agent's memory files: keywords (BM25), blended with
+vector similarity when the agent has an embedding model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import orjson
 from pydantic import Field
 
 from openclaw.tools.base import Args, Tool, ToolContext, ToolResult
+from openclaw.tools.memory_index import hybrid_search
 
 
 class MemorySearchArgs(Args):
@@ -20,9 +22,16 @@ class MemorySearchArgs(Args):
 
 async def run(args: MemorySearchArgs, ctx: ToolContext) -> ToolResult:
     index = ctx.memory.get(ctx.agent_id, ctx.workspace)
-    hits = await asyncio.to_thread(index.search, args.query, args.max_results, args.min_score)
+    if ctx.embed is not None and ctx.embedding_model is not None:
+        hits = await hybrid_search(
+            index, args.query, ctx.embedding_model, ctx.embed, args.max_results, args.min_score
+        )
+        how = {"provider": "hybrid", "model": ctx.embedding_model}
+    else:
+        hits = await asyncio.to_thread(index.search, args.query, args.max_results, args.min_score)
+        how = {"provider": "fts5", "model": "bm25"}
     results = [hit.as_dict() for hit in hits]
-    body = {"results": results, "provider": "fts5", "model": "bm25"}
+    body = {"results": results, **how}
     return ToolResult(orjson.dumps(body).decode(), details={"hits": len(results)})
 
 
@@ -30,8 +39,8 @@ TOOL = Tool(
     name="memory_search",
     group="memory",
     description=(
-        "Search the agent's memory (MEMORY.md and memory/*.md in its workspace) by keywords; "
-        "returns matching passages with their paths and line numbers."
+        "Search the agent's memory (MEMORY.md and memory/*.md in its workspace); returns "
+        "matching passages with their paths and line numbers."
     ),
     args=MemorySearchArgs,
     run=run,
