@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import math
-import re
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -371,7 +371,14 @@ class ConceptEmbedder:
     """A stand-in embedding model that knows a few synonyms: words map to concept axes, a text
     to the normalised sum of its words' axes.  Counts what it is asked to embed."""
 
-    CONCEPTS = {"cat": 0, "feline": 0, "kitten": 0, "revenue": 1, "sales": 1, "rug": 2}
+    CONCEPTS: ClassVar[dict[str, int]] = {
+        "cat": 0,
+        "feline": 0,
+        "kitten": 0,
+        "revenue": 1,
+        "sales": 1,
+        "rug": 2,
+    }
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
