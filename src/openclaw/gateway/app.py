@@ -6,14 +6,18 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from openclaw import paths
 from openclaw.config.schema import Config
+from openclaw.gateway import openapi
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.embeddings import EmbeddingsEndpoint
@@ -60,8 +64,14 @@ def create_app(
         runtime=Runtime(config, state, secrets=[secret.secret] if secret.secret else []),
     )
 
+    api_doc = orjson.dumps(openapi.document(config))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(api_doc, media_type="application/json")
+
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
         Route("/tools/invoke", ToolsInvokeEndpoint(gw).handle, methods=["POST"]),
         WebSocketRoute("/", websocket_endpoint),
