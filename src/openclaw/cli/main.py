@@ -86,7 +86,8 @@ def gateway_token(config_path: Path | None) -> None:
 @cli.command()
 @config_option
 def setup(config_path: Path | None) -> None:
-    """First run: write a starter config (chat completions on) and make sure a secret exists."""
+    """First run: write a starter config (the OpenAI endpoints on) and make sure a secret
+    exists."""
     path = paths.config_path(config_path)
     state = paths.state_dir()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -100,11 +101,16 @@ def setup(config_path: Path | None) -> None:
                     "port": 18789,
                     "bind": "loopback",
                     "auth": {"mode": "token"},
-                    "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                    "http": {
+                        "endpoints": {
+                            "chatCompletions": {"enabled": True},
+                            "responses": {"enabled": True},
+                        }
+                    },
                 }
             },
         )
-        click.echo(f"config: wrote {path} (chat completions endpoint enabled)")
+        click.echo(f"config: wrote {path} (chat completions and responses endpoints enabled)")
     config = load(config_path)
     try:
         resolved = resolve_secret(
