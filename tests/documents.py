@@ -35,3 +35,16 @@ def pdf(*pages: str) -> bytes:
         f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     )
     return bytes(out)
+
+
+def encrypted_pdf(text: str, user_password: str, algorithm: str = "RC4-128") -> bytes:
+    """``pdf(text)`` encrypted by pypdf (RC4 needs no extra package)."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf(text))))
+    writer.encrypt(user_password, owner_password="owner", algorithm=algorithm)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()

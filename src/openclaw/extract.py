@@ -26,23 +26,33 @@ def html_text(data: bytes, mode: Mode = "text") -> str:
     )
     if text:
         return str(text)
-    from lxml import html
+    from lxml import etree, html
 
+    if not data.strip():
+        return ""
     try:
         return " ".join(html.fromstring(data).text_content().split())
-    except (ValueError, TypeError) as exc:  # lxml refuses empty or odd documents
+    except (ValueError, TypeError, etree.LxmlError) as exc:  # empty or odd documents
         raise ExtractError(f"not readable HTML ({exc})") from None
 
 
 def pdf_text(data: bytes, max_pages: int) -> tuple[str, int]:
     """(the text of the first ``max_pages`` pages, the number of pages)."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # Most are encrypted with an empty user password (only editing is locked).
+            reader.decrypt("")
         pages = reader.pages
         texts = [(page.extract_text() or "").strip() for page in list(pages)[:max_pages]]
         return "\n\n".join(t for t in texts if t), len(pages)
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise ExtractError(f"not a readable PDF ({exc})") from None
+    except FileNotDecryptedError:
+        raise ExtractError("an encrypted PDF (it needs a password)") from None
+    except (DependencyError, NotImplementedError):
+        # AES needs the `cryptography` package, which is not a dependency of the gateway.
+        raise ExtractError("an encrypted PDF this gateway cannot decrypt") from None
+    except (PyPdfError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ExtractError(f"not a readable PDF ({type(exc).__name__})") from None

@@ -199,3 +199,16 @@ def test_memory_search_turns_hybrid_with_an_embedding_model(
     assert result["results"][0]["path"] == "memory/notes.md"
     [call] = upstream.embedding_requests
     assert call.body["input"] == ["spare key", "The spare key is under the blue pot."]
+
+
+def test_token_ids_beyond_the_vocabulary_are_400_not_a_crash(
+    upstream: FakeUpstream, gateway_factory: Callable[..., RunningGateway]
+) -> None:
+    """Regression: llama.cpp aborted the whole process on a token id beyond its vocabulary."""
+    gw = gateway_factory(chat_config(upstream))
+    url = gw.url + "/v1/embeddings"
+    for ids in ([[999_999_999]], [[262_144]], [[-5]], [[2**40]]):
+        res = httpx.post(url, json={"model": "openclaw", "input": ids}, headers=gw.auth_headers())
+        assert res.status_code == 400 and res.json()["error"]["param"] == "input", res.text
+    res = httpx.post(url, json={"model": "openclaw", "input": [[5, 6]]}, headers=gw.auth_headers())
+    assert res.status_code == 200

@@ -368,6 +368,13 @@ def test_max_output_tokens_makes_an_incomplete_response(
     assert body["status"] == "incomplete"
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert body["_text"] == "Echo: one "
+    assert body["output"][0]["status"] == "incomplete"
+    body = {"model": "openclaw", "input": "one two three", "stream": True, "max_output_tokens": 2}
+    events = _sse(httpx.post(gw.url + "/v1/responses", json=body, headers=gw.auth_headers()).text)
+    assert events[-1]["type"] == "response.incomplete"
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert done[0]["item"]["status"] == "incomplete"
+    assert events[-1]["response"]["output"][0]["status"] == "incomplete"
 
 
 def test_json_schema_text_format_reaches_the_model(

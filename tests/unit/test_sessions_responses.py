@@ -105,3 +105,17 @@ async def test_per_request_pruning_spares_sessions_a_response_continues(
     clock.now = T0 + 2 * DAY
     assert await store.prune_ephemeral(max_age_seconds=DAY, max_count=1000, in_use=()) == 1
     assert await store.get(kept) is not None and await store.get(plain) is None
+
+
+async def test_sessions_kept_by_responses_do_not_count_against_the_limit(
+    store: SqliteSessionStore, clock: Clock
+) -> None:
+    """Regression: kept sessions counted towards ephemeralMaxCount, so once that many
+    responses were stored every fresh per-request session was pruned at once."""
+    for i in range(3):
+        key = f"agent:main:openresponses:kept{i}"
+        await turn(store, key, ephemeral=True)
+        await store.save_response(response(f"resp_{i}", key, T0), previous=None)
+    await turn(store, "agent:main:openai:fresh", ephemeral=True)
+    assert await store.prune_ephemeral(max_age_seconds=DAY, max_count=3, in_use=()) == 0
+    assert await store.get("agent:main:openai:fresh") is not None

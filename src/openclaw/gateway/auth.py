@@ -231,10 +231,16 @@ class Authenticator:
             ip = ipaddress.ip_address(addr or "")
         except ValueError:
             raise AuthenticationError("The request did not come through a trusted proxy.") from None
+        # An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d: either form may be
+        # the one the configured networks are written in.
+        forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        trusted = any(ip in net for net in self._proxies)
-        if not trusted or (ip.is_loopback and not self._proxy_loopback):
+            forms.append(ip.ipv4_mapped)
+        elif isinstance(ip, ipaddress.IPv4Address):
+            forms.append(ipaddress.IPv6Address(f"::ffff:{ip}"))
+        trusted = any(f in net for f in forms for net in self._proxies if f.version == net.version)
+        loopback = any(f.is_loopback for f in forms)
+        if not trusted or (loopback and not self._proxy_loopback):
             raise AuthenticationError("The request did not come through a trusted proxy.")
         name = (user or "").strip()
         if not name:

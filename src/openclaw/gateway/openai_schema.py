@@ -14,6 +14,9 @@ from openclaw.errors import InvalidRequestError
 
 Number = Annotated[float, Field(strict=True)]
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+# Token counts a model could take, and a seed a 64-bit field can carry (beyond, a 400).
+TokenCount = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class _Wire(BaseModel):
@@ -92,10 +95,10 @@ class ChatCompletionRequest(_Wire):
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
     n: StrictInt | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
     stop: StrictStr | Annotated[list[NonEmpty], Field(max_length=4)] | None = None
-    seed: StrictInt | None = None
+    seed: Seed | None = None
     presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     response_format: dict[str, Any] | None = None
@@ -115,10 +118,10 @@ _KINDS = {
     "top_p": "a number",
     "presence_penalty": "a number",
     "frequency_penalty": "a number",
-    "seed": "an integer",
+    "seed": "a 64-bit integer",
     "n": "an integer",
-    "max_tokens": "an integer of at least 1",
-    "max_completion_tokens": "an integer of at least 1",
+    "max_tokens": "an integer from 1 to 2147483647",
+    "max_completion_tokens": "an integer from 1 to 2147483647",
     "stream": "a boolean",
     "model": "a string",
     "user": "a string",

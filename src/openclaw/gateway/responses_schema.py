@@ -147,7 +147,7 @@ class CreateResponse(_Wire):
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
-    max_output_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_output_tokens: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
     stream: StrictBool = False
@@ -170,7 +170,7 @@ _KINDS = {
     "store": "a boolean",
     "temperature": "a number between 0 and 2",
     "top_p": "a number between 0 and 1",
-    "max_output_tokens": "an integer of at least 1",
+    "max_output_tokens": "an integer from 1 to 2147483647",
     "previous_response_id": "a string",
     "metadata": "an object of strings",
     "user": "a string",

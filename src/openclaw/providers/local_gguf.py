@@ -24,6 +24,7 @@ from typing import Any
 from openclaw.config.schema import ProviderConfig
 from openclaw.errors import (
     ContextTooLongError,
+    InvalidRequestError,
     OpenClawError,
     UnsupportedError,
     UpstreamError,
@@ -222,6 +223,14 @@ class LocalGgufProvider:
             )
 
         def run() -> Embeddings:
+            vocab = int(llm.n_vocab())
+            for i in inputs:
+                # llama.cpp aborts the whole process on a token id beyond its vocabulary.
+                if not isinstance(i, str) and any(not 0 <= t < vocab for t in i):
+                    raise InvalidRequestError(
+                        f"Token ids must be from 0 to {vocab - 1} for `{self.name}/{model}`.",
+                        param="input",
+                    )
             texts = [
                 i if isinstance(i, str) else llm.detokenize(list(i)).decode("utf-8", "replace")
                 for i in inputs

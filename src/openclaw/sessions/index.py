@@ -407,8 +407,10 @@ class SessionIndex:
 
         Rows whose key is in ``in_use`` are never deleted but do count towards ``max_count``.
         """
+        # Sessions a stored response continues are not candidates, so they do not count.
         (remaining,) = self._db.execute(
             "SELECT COUNT(*) FROM session_index WHERE ephemeral = 1"
+            f" AND key NOT IN ({responses.REFERENCED_SESSIONS})"
         ).fetchone()
         doomed: list[tuple[str, str, str, float]] = []
         # Oldest first, so the scan stops at the first row that is young enough and within count;

@@ -30,13 +30,16 @@ log = get_logger("embeddings")
 LOCAL_EMBEDDINGS = f"{d.LOCAL_PROVIDER}/{d.LOCAL_MODEL}"
 
 
+TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+
+
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     model: StrictStr
-    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    input: StrictStr | list[StrictStr] | list[TokenId] | list[list[TokenId]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    dimensions: Annotated[StrictInt, Field(ge=1, le=65536)] | None = None
     user: StrictStr | None = None
 
 
@@ -55,7 +58,7 @@ def _parse(body: bytes) -> EmbeddingsRequest:
         what = {
             "input": "a string, an array of strings, or token arrays",
             "encoding_format": "`float` or `base64`",
-            "dimensions": "an integer of at least 1",
+            "dimensions": "an integer from 1 to 65536",
             "model": "a string",
         }.get(top, "valid")
         raise InvalidRequestError(f"`{top}` must be {what}.", param=top) from None

@@ -42,13 +42,14 @@ def usage_object(usage: Usage) -> dict[str, Any]:
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """A message item; ``in_progress`` ones (just added to a stream) have no content yet."""
     content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
     return {
         "type": "message",
         "id": item_id,
         "status": status,
         "role": "assistant",
-        "content": content if status == "completed" else [],
+        "content": [] if status == "in_progress" else content,
     }
 
 
@@ -66,9 +67,11 @@ def call_item(
 
 
 def output_items(result: RunResult) -> list[dict[str, Any]]:
-    """A finished run's output: its text as one message (when it said anything), then one
-    ``function_call`` item per call of a client tool."""
-    items = [message_item(_item_id("msg"), result.text)] if result.text else []
+    """A finished run's output: its text as one message (when it said anything; ``incomplete``
+    when the model hit its token limit), then one ``function_call`` item per call of a client
+    tool."""
+    status = "incomplete" if result.stop_reason == "length" else "completed"
+    items = [message_item(_item_id("msg"), result.text, status)] if result.text else []
     items += [call_item(_item_id("fc"), call) for call in result.tool_calls]
     return items
 
@@ -234,15 +237,15 @@ class EventStream:
             )
         return out
 
-    def _close(self) -> bytes:
-        """End the item being streamed, if any."""
+    def _close(self, status: str = "completed") -> bytes:
+        """End the item being streamed, if any (``status``: how the last one ended)."""
         item, self._open = self._open, None
         if item is None:
             return b""
         index = len(self.output)
         if item["type"] == "message":
             text = "".join(self._text)
-            done = message_item(item["id"], text)
+            done = message_item(item["id"], text, status)
             part = done["content"][0]
             out = self._emit(
                 "response.output_text.done",
@@ -275,7 +278,7 @@ class EventStream:
 
     def finish(self, result: RunResult) -> tuple[bytes, dict[str, Any]]:
         """The closing events, and the final response object (as stored)."""
-        out = self._close()
+        out = self._close("incomplete" if result.stop_reason == "length" else "completed")
         final = self.shape.finished(result, self.output)
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         return out + self._emit(kind, {"response": final}), final
