@@ -587,3 +587,18 @@ def test_the_model_override_allowed_and_refused(
             assert body["param"] == "x-openclaw-model"  # type: ignore[index]
             assert body["code"] == "model_not_allowed"  # type: ignore[index]
             assert "`small`" in body["message"] and "`fake/text-only`" in body["message"]  # type: ignore[index]
+
+
+def test_parallel_tool_calls_reaches_the_model(gw: RunningGateway, upstream: FakeUpstream) -> None:
+    with client(gw) as c:
+        create(c, input="x", tools=[WEATHER], parallel_tool_calls=False)
+        assert upstream.model_requests[-1].body["parallel_tool_calls"] is False
+        c.chat.completions.create(
+            model="openclaw",
+            messages=[{"role": "user", "content": "x"}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            parallel_tool_calls=False,
+        )
+        assert upstream.model_requests[-1].body["parallel_tool_calls"] is False
+        create(c, input="x")  # no tools: not sent
+        assert "parallel_tool_calls" not in upstream.model_requests[-1].body

@@ -19,8 +19,10 @@ from aiohttp import web
 
 from openclaw.config.loader import validate
 from openclaw.config.schema import ToolsConfig
+from openclaw.errors import UpstreamUnavailableError
 from openclaw.runtime import provider_secrets
 from openclaw.sessions.store import SqliteSessionStore
+from openclaw.tools import memory_index
 from openclaw.tools.base import ToolContext, ToolError
 from openclaw.tools.memory_index import MemoryIndexes
 from openclaw.tools.redact import MASK, Redactor
@@ -419,6 +421,27 @@ async def test_hybrid_memory_search_finds_other_words_and_embeds_each_chunk_once
     await harness.call("write", path="memory/b.md", content="Sales fell; the kitten slept.\n")
     await harness.call("memory_search", query="rug")
     assert embedder.calls[2] == ["rug", "Sales fell; the kitten slept."]  # only what changed
+
+
+async def test_hybrid_search_batches_and_falls_back_to_keywords(
+    tools: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = ConceptEmbedder()
+    harness = Harness(replace(tools.ctx, embedding_model="fake/concepts", embed=embedder))
+    for i in range(5):
+        await harness.call("write", path=f"memory/{i}.md", content=f"note {i} about the cat\n")
+    monkeypatch.setattr(memory_index, "EMBED_BATCH", 2)
+    await harness.call("memory_search", query="cat")
+    assert [len(call) for call in embedder.calls] == [2, 2, 2]  # query + 5 chunks, by twos
+
+    async def broken(texts: list[str]) -> list[list[float]]:
+        raise UpstreamUnavailableError("fake/concepts: connection refused")
+
+    failing = Harness(replace(tools.ctx, embedding_model="fake/concepts", embed=broken))
+    text, err = await failing.call("memory_search", query="cat")
+    body = orjson.loads(text)
+    assert not err and body["provider"] == "fts5" and "connection refused" in body["fallback"]
+    assert len(body["results"]) == 5
 
 
 async def test_memory_search_does_not_follow_links_out_of_the_workspace(

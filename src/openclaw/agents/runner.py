@@ -106,6 +106,7 @@ class RunParams:
     # The model of this run alone (``x-openclaw-model``, checked against the agent's allowed
     # models by the door): it replaces the agent's model and fallbacks.
     model: str | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,7 @@ class AgentRunner:
             sampling=params.sampling,
             tools=(*server.definitions, *params.tools),
             tool_choice=params.tool_choice,
+            parallel_tool_calls=params.parallel_tool_calls,
         )
         client_names = frozenset(t.name for t in params.tools)
         reset_to = history if merged.diverged else None

@@ -105,6 +105,7 @@ class ChatCompletionRequest(_Wire):
     user: StrictStr | None = None
     tools: list[ToolIn] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
 
 
 _RANGES = {

@@ -112,7 +112,7 @@ def request_body(req: ModelRequest, max_tokens: int, *, stream: bool) -> bytes:
         body["stop_sequences"] = list(s.stop)
     if req.tools:
         body["tools"] = [_tool(t) for t in req.tools]
-        choice = _tool_choice(req.tool_choice)
+        choice = _tool_choice(req.tool_choice, req.parallel_tool_calls)
         if choice is not None:
             body["tool_choice"] = choice
     return orjson.dumps(body)
@@ -128,7 +128,17 @@ def _tool(tool: ToolDefinition) -> dict[str, Any]:
     return out
 
 
-def _tool_choice(choice: ToolChoice | None) -> dict[str, Any] | None:
+def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    out = _choice(choice)
+    if parallel is False:
+        # Anthropic says it inside tool_choice (which "none" may not carry).
+        out = out or {"type": "auto"}
+        if out["type"] != "none":
+            out = {**out, "disable_parallel_tool_use": True}
+    return out
+
+
+def _choice(choice: ToolChoice | None) -> dict[str, Any] | None:
     if isinstance(choice, FunctionChoice):
         return {"type": "tool", "name": choice.name}
     if not isinstance(choice, str):

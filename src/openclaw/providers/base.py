@@ -42,6 +42,8 @@ class ModelRequest:
     # Tools the model may call (the client's, for now), for models that take them.
     tools: tuple[ToolDefinition, ...] = ()
     tool_choice: ToolChoice | None = None
+    # False: at most one tool call per answer (None: the model's default).
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,8 @@ def request_body(
         body["tools"] = [(encode_tool or _tool)(t) for t in req.tools]
         if req.tool_choice is not None:
             body["tool_choice"] = _tool_choice(req.tool_choice)
+        if req.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = req.parallel_tool_calls
     return orjson.dumps(body)
 
 

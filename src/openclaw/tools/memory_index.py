@@ -36,6 +36,8 @@ _SCHEMA = (
 )
 # Hybrid score: this much of the vector similarity, the rest the keyword score.
 VECTOR_WEIGHT = 0.6
+# Texts per embeddings call (OpenAI takes at most 2,048; smaller calls fail less at once).
+EMBED_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +273,10 @@ async def hybrid_search(
     query, in one call."""
     prepared = await asyncio.to_thread(index.prepare, query, model)
     missing = [c for c in prepared.chunks if c.vector is None]
-    vectors = await embed([query, *(c.text for c in missing)])
+    texts = [query, *(c.text for c in missing)]
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        vectors += await embed(texts[start : start + EMBED_BATCH])
     query_vector, fresh = vectors[0], vectors[1:]
     for chunk, vector in zip(missing, fresh, strict=True):
         chunk.vector = vector

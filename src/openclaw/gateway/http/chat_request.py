@@ -108,6 +108,7 @@ async def run_params(
         tool_choice=_tool_choice(req.tool_choice) if req.tools else None,
         sampling=_sampling(req),
         model=model_override(request, agents, target.agent_id),
+        parallel_tool_calls=req.parallel_tool_calls if req.tools else None,
     )
 
 

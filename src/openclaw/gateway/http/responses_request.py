@@ -122,6 +122,7 @@ async def run_params(
         tool_choice=_tool_choice(req.tool_choice) if tools else None,
         sampling=_sampling(req),
         model=model,
+        parallel_tool_calls=req.parallel_tool_calls if tools else None,
     )
     return params, turns.items
 

@@ -8,6 +8,7 @@ import asyncio
 import orjson
 from pydantic import Field
 
+from openclaw.errors import OpenClawError
 from openclaw.tools.base import Args, Tool, ToolContext, ToolResult
 from openclaw.tools.memory_index import hybrid_search
 
@@ -22,14 +23,19 @@ class MemorySearchArgs(Args):
 
 async def run(args: MemorySearchArgs, ctx: ToolContext) -> ToolResult:
     index = ctx.memory.get(ctx.agent_id, ctx.workspace)
+    how: dict[str, str] = {"provider": "fts5", "model": "bm25"}
+    hits = None
     if ctx.embed is not None and ctx.embedding_model is not None:
-        hits = await hybrid_search(
-            index, args.query, ctx.embedding_model, ctx.embed, args.max_results, args.min_score
-        )
-        how = {"provider": "hybrid", "model": ctx.embedding_model}
-    else:
+        try:
+            hits = await hybrid_search(
+                index, args.query, ctx.embedding_model, ctx.embed, args.max_results, args.min_score
+            )
+            how = {"provider": "hybrid", "model": ctx.embedding_model}
+        except OpenClawError as exc:
+            # The keywords still answer when the embedding model does not.
+            how["fallback"] = f"embeddings failed: {exc.message}"
+    if hits is None:
         hits = await asyncio.to_thread(index.search, args.query, args.max_results, args.min_score)
-        how = {"provider": "fts5", "model": "bm25"}
     results = [hit.as_dict() for hit in hits]
     body = {"results": results, **how}
     return ToolResult(orjson.dumps(body).decode(), details={"hits": len(results)})
