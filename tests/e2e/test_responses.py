@@ -602,3 +602,32 @@ def test_parallel_tool_calls_reaches_the_model(gw: RunningGateway, upstream: Fak
         assert upstream.model_requests[-1].body["parallel_tool_calls"] is False
         create(c, input="x")  # no tools: not sent
         assert "parallel_tool_calls" not in upstream.model_requests[-1].body
+
+
+def test_assistant_messages_after_the_last_user_message_are_kept(
+    gw: RunningGateway, upstream: FakeUpstream
+) -> None:
+    """Regression: they were dropped without a word."""
+    with client(gw) as c:
+        create(c, input=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+        assert [m["content"] for m in upstream.model_requests[-1].body["messages"]] == ["a", "b"]
+        c.chat.completions.create(
+            model="openclaw",
+            messages=[{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
+            user="tail",
+        )
+        sent = upstream.model_requests[-1].body["messages"]
+        assert [(m["role"], m["content"]) for m in sent] == [("user", "c"), ("assistant", "d")]
+        # Kept in the session, so the next turn agrees with the client.
+        c.chat.completions.create(
+            model="openclaw",
+            messages=[
+                {"role": "user", "content": "c"},
+                {"role": "assistant", "content": "d"},
+                {"role": "assistant", "content": "Echo: d"},
+                {"role": "user", "content": "e"},
+            ],
+            user="tail",
+        )
+    sent = upstream.model_requests[-1].body["messages"]
+    assert [m["content"] for m in sent] == ["c", "d", "Echo: d", "e"]

@@ -103,6 +103,21 @@ class RunParams:
     tool_choice: ToolChoice | None = None
     # Earlier parts of this turn (the other results of parallel tool calls), before ``message``.
     preceding: tuple[ChatMessage, ...] = ()
+    # Assistant messages a client put after its last user message (a start of the answer, or
+    # earlier answers it wants kept): the model is shown them last, and the turn keeps them.
+    # Text only: a call there has no result to go with it.
+    following: tuple[ChatMessage, ...] = ()
+
+    def __post_init__(self) -> None:
+        kept = tuple(
+            ChatMessage("assistant", m.text) for m in self.following if m.text and m.role != "tool"
+        )
+        object.__setattr__(self, "following", kept)
+
+    @property
+    def turn(self) -> tuple[ChatMessage, ...]:
+        """This turn's messages, as the model is shown them and the transcript keeps them."""
+        return (*self.preceding, self.message, *self.following)
     # The model of this run alone (``x-openclaw-model``, checked against the agent's allowed
     # models by the door): it replaces the agent's model and fallbacks.
     model: str | None = None
@@ -145,7 +160,7 @@ class Prepared:
             params.target.key,
             self.agent.id,
             params.target.ephemeral,
-            inputs=(*params.preceding, params.message),
+            inputs=params.turn,
             state=state,
             run_id=params.run_id,
             started=self.started,
@@ -281,7 +296,7 @@ class AgentRunner:
             merged.history,
             max_messages=agent.max_history_messages,
             max_tokens=agent.max_history_tokens,
-            then=(*params.preceding, params.message),
+            then=params.turn,
         )
         bootstrap = self._bootstrap.fresh(agent.workspace)
         if bootstrap is None:
@@ -290,7 +305,7 @@ class AgentRunner:
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage(role="system", content=system))
-        messages += [*history, *params.preceding, params.message]
+        messages += [*history, *params.turn]
         refs = (params.model,) if params.model else (agent.model.primary, *agent.model.fallbacks)
         server = self._server_tools(agent, refs[0], params)
         request = ModelRequest(
@@ -326,7 +341,7 @@ class AgentRunner:
             stored = to_messages(await self._whole_turns(target.key, agent))
         if params.history is None:
             return Reconciled(stored, False)
-        return reconcile(stored, list(params.history), (*params.preceding, params.message))
+        return reconcile(stored, list(params.history), params.turn)
 
     async def _whole_turns(self, key: str, agent: Agent) -> list[TranscriptRecord]:
         """The transcript's last records, from the start of a turn: a window that begins

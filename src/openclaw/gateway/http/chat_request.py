@@ -103,6 +103,7 @@ async def run_params(
         target=target,
         history=split.history,
         preceding=split.preceding,
+        following=split.following,
         extra_system_prompt="\n\n".join(split.system) or None,
         tools=tuple(_tool(t) for t in req.tools or ()),
         tool_choice=_tool_choice(req.tool_choice) if req.tools else None,
@@ -118,6 +119,7 @@ class _Split:
     history: list[ChatMessage]  # earlier turns
     preceding: tuple[ChatMessage, ...]  # earlier parts of this turn (parallel tool results)
     active: MessageIn  # the turn's last user or tool message
+    following: tuple[ChatMessage, ...]  # assistant messages after it
 
 
 def _split(messages: list[MessageIn]) -> _Split:
@@ -141,6 +143,7 @@ def _split(messages: list[MessageIn]) -> _Split:
         [m for m in map(_past_message, turns[:start]) if m is not None],
         tuple(m for m in map(_past_message, turns[start:active]) if m is not None),
         turns[active],
+        tuple(m for m in map(_past_message, turns[active + 1 :]) if m is not None),
     )
 
 

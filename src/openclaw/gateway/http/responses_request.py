@@ -88,6 +88,7 @@ class _Turns:
     preceding: list[ChatMessage]
     active: MessageItem | FunctionCallOutputItem
     items: list[dict[str, Any]] = field(default_factory=list)
+    following: list[ChatMessage] = field(default_factory=list)
 
 
 async def run_params(
@@ -117,6 +118,7 @@ async def run_params(
         # Continuing a stored response: its session is the history, every item is this turn's.
         history=None if continues else turns.history,
         preceding=tuple(turns.history + turns.preceding if continues else turns.preceding),
+        following=tuple(turns.following),
         extra_system_prompt=system or None,
         tools=tools,
         tool_choice=_tool_choice(req.tool_choice) if tools else None,
@@ -177,6 +179,7 @@ def _turns(req: CreateResponse) -> _Turns:
         [m for m, _ in messages[start:active]],
         turn,
         listed,
+        [m for m, _ in messages[active + 1 :]],
     )
 
 
