@@ -110,7 +110,11 @@ async def test_auth_required(chat: httpx.AsyncClient) -> None:
         ({"model": "openclaw", "messages": USER, "seed": 1.5}, "seed", "integer"),
         ({"model": "openclaw", "messages": USER, "stream": "false"}, "stream", "boolean"),
         ({"model": "openclaw", "messages": USER, "n": 2}, "n", "n=1"),
-        ({"model": "openclaw", "messages": USER, "max_tokens": 0}, "max_tokens", "from 1 to 2147483647"),
+        (
+            {"model": "openclaw", "messages": USER, "max_tokens": 0},
+            "max_tokens",
+            "from 1 to 2147483647",
+        ),
         ({"model": "gpt-4", "messages": USER}, "model", "openclaw/<agentId>"),
         (
             {"model": "openclaw", "messages": [{"role": "system", "content": "only system"}]},

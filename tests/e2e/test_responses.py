@@ -631,3 +631,41 @@ def test_assistant_messages_after_the_last_user_message_are_kept(
         )
     sent = upstream.model_requests[-1].body["messages"]
     assert [m["content"] for m in sent] == ["c", "d", "Echo: d", "e"]
+
+
+@pytest.mark.parametrize("branch", ["follow-up", "deleted", "unstored", "failed", "failed-stream"])
+def test_a_chain_is_exactly_its_responses(
+    gw: RunningGateway, upstream: FakeUpstream, branch: str
+) -> None:
+    """Regression: continuing a response showed the model whatever its session had gathered
+    since (another follow-up, deleted or unstored ones, a failed run's question)."""
+    with client(gw) as c:
+        first = create(c, input="A")
+        body = {"model": "openclaw", "input": "B b b", "previous_response_id": first["id"]}
+        if branch in ("follow-up", "deleted"):
+            other = create(c, input="B", previous_response_id=first["id"])
+            if branch == "deleted":
+                c.responses.delete(other["id"])
+        elif branch == "unstored":
+            create(c, input="B", previous_response_id=first["id"], store=False)
+        elif branch == "failed":
+            upstream.script(HttpError.server_error())
+            assert post(gw, body).status_code == 502
+        else:
+            upstream.script(StreamError(after=1))
+            assert _sse(post(gw, {**body, "stream": True}).text)[-1]["type"] == "response.failed"
+        second = create(c, input="C", previous_response_id=first["id"])
+        assert [m["content"] for m in upstream.model_requests[-1].body["messages"]] == [
+            "A",
+            "Echo: A",
+            "C",
+        ]
+        # The branch goes on by itself.
+        create(c, input="D", previous_response_id=second["id"])
+    assert [m["content"] for m in upstream.model_requests[-1].body["messages"]] == [
+        "A",
+        "Echo: A",
+        "C",
+        "Echo: C",
+        "D",
+    ]

@@ -37,7 +37,8 @@ async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteSessionStor
 
 
 def response(rid: str, key: str, at: float) -> StoredResponse:
-    return StoredResponse(rid, "owner-1", "main", key, at, at, b'{"id":"%s"}' % rid.encode(), b"[]")
+    body = b'{"id":"%s"}' % rid.encode()
+    return StoredResponse(rid, "owner-1", "main", key, "run-" + rid, at, at, body, b"[]")
 
 
 async def turn(store: SqliteSessionStore, key: str, *, ephemeral: bool) -> None:

@@ -118,6 +118,7 @@ class RunParams:
     def turn(self) -> tuple[ChatMessage, ...]:
         """This turn's messages, as the model is shown them and the transcript keeps them."""
         return (*self.preceding, self.message, *self.following)
+
     # The model of this run alone (``x-openclaw-model``, checked against the agent's allowed
     # models by the door): it replaces the agent's model and fallbacks.
     model: str | None = None

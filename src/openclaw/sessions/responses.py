@@ -22,6 +22,7 @@ SCHEMA = (
         owner TEXT NOT NULL,
         agent_id TEXT NOT NULL,
         session_key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
         created_at REAL NOT NULL,
         used_at REAL NOT NULL,
         body BLOB NOT NULL,
@@ -34,7 +35,7 @@ SCHEMA = (
 # Ephemeral sessions a stored response continues are not pruned with the other per-request ones.
 REFERENCED_SESSIONS = "SELECT session_key FROM responses"
 
-_COLUMNS = "id, owner, agent_id, session_key, created_at, used_at, body, input_items"
+_COLUMNS = "id, owner, agent_id, session_key, run_id, created_at, used_at, body, input_items"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class StoredResponse:
     owner: str
     agent_id: str
     session_key: str
+    run_id: str  # the run whose turn this response is: where its conversation ends
     created_at: float
     used_at: float
     body: bytes  # the response object as answered (JSON)
@@ -55,6 +57,7 @@ def _row(r: StoredResponse) -> tuple[object, ...]:
         r.owner,
         r.agent_id,
         r.session_key,
+        r.run_id,
         r.created_at,
         r.used_at,
         r.body,
@@ -63,8 +66,9 @@ def _row(r: StoredResponse) -> tuple[object, ...]:
 
 
 def _stored(row: tuple[Any, ...]) -> StoredResponse:
+    rid, owner, agent_id, key, run_id, created, used = row[:7]
     return StoredResponse(
-        row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7])
+        rid, owner, agent_id, key, run_id, created, used, bytes(row[7]), bytes(row[8])
     )
 
 
@@ -74,7 +78,7 @@ class ResponseTable:
 
     def insert(self, response: StoredResponse) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _row(response),
         )
 

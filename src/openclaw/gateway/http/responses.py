@@ -26,6 +26,7 @@ from openclaw.gateway import wire
 from openclaw.gateway.body import read_body
 from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, model_override
 from openclaw.gateway.http.responses_request import (
+    API,
     agent_id_of,
     continued_target,
     run_params,
@@ -47,6 +48,7 @@ from openclaw.gateway.responses_schema import CreateResponse, parse_request
 from openclaw.gateway.state import GatewayState, require_auth
 from openclaw.logs import get_logger
 from openclaw.messages import TextDelta, ToolCallDelta
+from openclaw.sessions.keys import Target, ephemeral_key
 from openclaw.sessions.responses import StoredResponse
 
 log = get_logger("responses")
@@ -89,7 +91,7 @@ class ResponsesEndpoint:
             agent = runtime.agents.get(agent_id_of(request, req.model))
             previous = await self._previous(req, caller, agent.id)
             if previous is not None:
-                target = continued_target(previous.agent_id, previous.session_key)
+                target = await self._continuing(previous)
             else:
                 target = target_of(request, req, agent.id, runtime.agents)
             model = model_override(request, runtime.agents, target.agent_id)
@@ -128,7 +130,32 @@ class ResponsesEndpoint:
             )
         return stored
 
-    async def save(self, run: _Run, final: dict[str, Any]) -> None:
+    async def _continuing(self, previous: StoredResponse) -> Target:
+        """Where a run continuing ``previous`` goes: its session when ``previous`` is still its
+        last turn; else (the session went on from it: another follow-up, a deleted, unstored or
+        failed one) a new session holding the conversation up to ``previous`` and no further,
+        so that a chain of responses is exactly that chain."""
+        store = self.gw.runtime.store
+        entry = await store.get(previous.session_key)
+        if entry is not None:
+            last = await store.read_history(entry, max_records=1)
+            if last and last[-1].run_id == previous.run_id:
+                return continued_target(previous.agent_id, previous.session_key)
+            records = await store.read_history(entry, max_records=None)
+            ends = [i for i, r in enumerate(records) if r.run_id == previous.run_id]
+            if ends:
+                fork = ephemeral_key(previous.agent_id, API)
+                created = await store.get_or_create(fork, previous.agent_id, ephemeral=True)
+                await store.append(created, records[: ends[-1] + 1], model=None, usage=None)
+                return continued_target(previous.agent_id, fork)
+        # Its conversation is gone (the session was deleted): it cannot be continued.
+        raise InvalidRequestError(
+            f"Previous response with id '{previous.id}' can no longer be continued.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+
+    async def save(self, run: _Run, final: dict[str, Any], run_id: str) -> None:
         if not run.req.store:
             return
         now = time.time()
@@ -137,6 +164,7 @@ class ResponsesEndpoint:
             owner=run.caller,
             agent_id=run.params.target.agent_id,
             session_key=run.params.target.key,
+            run_id=run_id,
             created_at=now,
             used_at=now,
             body=orjson.dumps(final),
@@ -228,7 +256,7 @@ class _Run:
             raise _empty_reply()
         final = self.shape.finished(result, output_items(result))
         # Stored before it is answered: a client told of a response can always continue it.
-        await self.endpoint.save(self, final)
+        await self.endpoint.save(self, final, result.run_id)
         await send_json_body(send, orjson.dumps(final), headers)
 
     async def stream(self, events: EventStream, headers: dict[str, str], send: Send) -> None:
@@ -243,6 +271,6 @@ class _Run:
                 if not item.text and not item.tool_calls:
                     raise _empty_reply()
                 tail, final = events.finish(item)
-                await endpoint.save(self, final)
+                await endpoint.save(self, final, item.run_id)
                 await stream.send(tail, last=True)
                 return
