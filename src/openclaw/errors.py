@@ -108,6 +108,12 @@ class AuthenticationError(OpenClawError):
         super().__init__(message, **kwargs)
 
 
+class PermissionDeniedError(OpenClawError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "forbidden"
+
+
 class NotFoundError(OpenClawError):
     status_code = 404
     error_type = "invalid_request_error"

@@ -4,6 +4,7 @@ and its user header; the user then scopes stored responses)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,65 @@ def test_token_mode_still_needs_the_token(
         httpx.post(gw.url + "/v1/responses", json={"model": "openclaw", "input": "x"}).status_code
         == 401
     )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},  # a page of another site (CSRF)
+        {"sec-fetch-site": "cross-site"},
+        {"host": "evil.example"},  # DNS rebinding: the page's own name, pointed at 127.0.0.1
+        {"host": "evil.example", "origin": "http://evil.example"},
+    ],
+)
+def test_none_refuses_web_pages(
+    upstream: FakeUpstream, gateway_factory: Callable[..., RunningGateway], headers: dict[str, str]
+) -> None:
+    """Without a secret, a page the user visits must not drive the local gateway."""
+    gw = gateway_factory(auth_config(upstream, {"mode": "none"}), token=None)
+    res = httpx.post(
+        gw.url + "/v1/chat/completions",
+        content=orjson.dumps(ChatBody),
+        headers={"content-type": "text/plain", **headers},
+    )
+    assert res.status_code == 403, res.text
+    assert res.json()["error"]["code"] == "forbidden"
+    assert upstream.model_requests == []
+    # The same page on the WebSocket.
+    assert ws_refused(gw, headers)
+    assert raw_upgrade(gw, {"Host": f"127.0.0.1:{gw.port}"}) == 101
+    # A page of the gateway's own origin, CLIs and SDKs (no Origin) are served.
+    own = {"origin": gw.url, "sec-fetch-site": "same-origin"}
+    assert (
+        httpx.post(gw.url + "/v1/chat/completions", json=ChatBody, headers=own).status_code == 200
+    )
+
+
+def ws_refused(gw: RunningGateway, headers: dict[str, str]) -> bool:
+    """Whether the WebSocket refuses a client sending ``headers`` (the upgrade's Host header is
+    sent by hand: the client library writes its own)."""
+    host = headers.get("host")
+    extra = {k: v for k, v in headers.items() if k != "host"}
+    if host is not None:
+        return raw_upgrade(gw, {"Host": host, **extra}) == 403
+    try:
+        reply = ws_connect(gw, extra)
+    except Exception:  # the upgrade was refused
+        return True
+    return reply["ok"] is False
+
+
+def raw_upgrade(gw: RunningGateway, headers: dict[str, str]) -> int:
+    """The status of a WebSocket upgrade request sent with exactly ``headers``."""
+    lines = [
+        "GET / HTTP/1.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
 from openclaw.config.schema import Config
+from openclaw.errors import PermissionDeniedError
 from openclaw.gateway.auth import Authenticator, ResolvedSecret
 from openclaw.runtime import Runtime
 
@@ -38,5 +40,32 @@ def require_auth(conn: HTTPConnection) -> str:
     identity."""
     gw: GatewayState = conn.app.state.gateway
     auth = gw.auth
+    if auth.mode == "none" and (refused := browser_refusal(conn, gw)) is not None:
+        raise PermissionDeniedError(refused)
     user = conn.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
     return auth.check_header(conn.headers.get("authorization"), client_addr(conn), user)
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _loopback_host(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return name in _LOOPBACK_NAMES or name.startswith("127.") or name.endswith(".localhost")
+
+
+def browser_refusal(conn: HTTPConnection, gw: GatewayState) -> str | None:
+    """Why a request may not be served without a secret, if it may not.  Without a secret,
+    nothing stops a web page the user visits from calling the gateway (a cross-site request,
+    or DNS rebinding: a page's own name pointed at 127.0.0.1).  So: no request from another
+    site's page, and, on loopback, only loopback host names."""
+    headers = conn.headers
+    host = headers.get("host", "").lower()
+    if headers.get("sec-fetch-site", "none") not in ("none", "same-origin"):
+        return "Cross-site requests are refused (gateway.auth.mode none)."
+    origin = headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc.lower() != host:
+        return "Cross-origin requests are refused (gateway.auth.mode none)."
+    if not gw.config.gateway.auth.allow_unauthenticated and not _loopback_host(host):
+        return "Only loopback host names are served without a secret (gateway.auth.mode none)."
+    return None

@@ -25,7 +25,7 @@ from starlette.websockets import (
 from openclaw import __version__
 from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
 from openclaw.gateway import wire
-from openclaw.gateway.state import GatewayState, client_addr, gateway_of
+from openclaw.gateway.state import GatewayState, browser_refusal, client_addr, gateway_of
 from openclaw.logs import get_logger
 
 log = get_logger("ws")
@@ -175,7 +175,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     """Accept, authenticate, then serve requests concurrently until the client leaves."""
     gw = gateway_of(ws)
     methods: dict[str, Method] = ws.app.state.ws_methods
-    if _cross_origin(ws):
+    if _cross_origin(ws) or (gw.auth.mode == "none" and browser_refusal(ws, gw) is not None):
         # Closing before accepting refuses the upgrade with HTTP 403.
         await ws.close(CLOSE_POLICY)
         return
