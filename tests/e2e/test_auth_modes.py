@@ -194,3 +194,49 @@ def raw_upgrade(gw: RunningGateway, headers: dict[str, str]) -> int:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         status_line = sock.recv(4096).split(b"\r\n", 1)[0]
     return int(status_line.split()[1])
+
+
+def test_trusted_proxy_users_each_have_their_own_sessions(
+    upstream: FakeUpstream, gateway_factory: Callable[..., RunningGateway]
+) -> None:
+    """Regression: bob reached alice's conversation by sending her session key or `user`."""
+    gw = gateway_factory(proxy(upstream, addresses=["127.0.0.0/8"], allowLoopback=True), token=None)
+    url = gw.url + "/v1/chat/completions"
+
+    def chat(who: str, text: str, **extra: Any) -> httpx.Response:
+        headers = {"x-forwarded-user": who, **extra.pop("headers", {})}
+        body = {"model": "openclaw", "messages": [{"role": "user", "content": text}], **extra}
+        return httpx.post(url, json=body, headers=headers, timeout=30)
+
+    first = chat("alice", "my pin is 1234", headers={"x-openclaw-session-key": "shared"})
+    alice_key = first.headers["x-openclaw-session-key"]
+    assert alice_key == "agent:main:u-alice:shared"
+    chat("bob", "what is the pin?", headers={"x-openclaw-session-key": "shared"})
+    assert "1234" not in str(upstream.model_requests[-1].body)
+    chat("bob", "what is the pin?", headers={"x-openclaw-session-key": alice_key})
+    assert "1234" not in str(upstream.model_requests[-1].body)
+    # The key handed back works for its owner.
+    chat("alice", "again?", headers={"x-openclaw-session-key": alice_key})
+    assert "1234" in str(upstream.model_requests[-1].body)
+    chat("alice", "note 9", user="same")
+    chat("bob", "notes?", user="same")
+    assert "note 9" not in str(upstream.model_requests[-1].body)
+    with connect(gw.ws_url, additional_headers={"x-forwarded-user": "bob"}) as ws:
+
+        def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            frame = {"type": "req", "id": method, "method": method, "params": params}
+            ws.send(orjson.dumps(frame).decode())
+            while True:
+                msg: dict[str, Any] = orjson.loads(ws.recv(timeout=10))
+                if msg.get("id") == method:
+                    return msg
+
+        assert call("connect", {})["ok"] is True
+        listed = call("sessions.list", {})["payload"]["sessions"]
+        assert listed and all(s["key"].startswith("agent:main:u-bob:") for s in listed)
+        # Alice's key names bob's own session under bob's name (made by his request above).
+        history = call("sessions.history", {"sessionKey": alice_key})
+        assert history["payload"]["sessionKey"] == "agent:main:u-bob:u-alice:shared"
+        assert "1234" not in str(history)
+        missing = call("sessions.history", {"sessionKey": "agent:main:u-alice:other"})
+        assert missing["ok"] is False and missing["error"]["code"] == "session_not_found"

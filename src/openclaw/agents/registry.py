@@ -158,6 +158,7 @@ class AgentRegistry:
         user: str | None = None,
         default: Literal["ephemeral", "main"],
         api: str = "openai",
+        namespace: str | None = None,
     ) -> Target:
         """Where a run goes (``sessions.keys.resolve_target``, the rule every door shares),
         with both agents checked: the one asked for (None: the default agent) and the one a
@@ -165,7 +166,12 @@ class AgentRegistry:
         key that cannot be one (each door says why in its own terms)."""
         agent = self.get(agent_id)
         target = resolve_target(
-            agent.id, session_key=session_key, user=user, default=default, api=api
+            agent.id,
+            session_key=session_key,
+            user=user,
+            default=default,
+            api=api,
+            namespace=namespace,
         )
         if target.agent_id != agent.id:
             self.get(target.agent_id)

@@ -463,7 +463,7 @@ class AgentRunner:
                 calls = ServerCalls(
                     self.toolbox,
                     prepared.tools,
-                    self.toolbox.context(agent, prepared.target.key),
+                    self.toolbox.context(agent, prepared.target),
                     max_repeats=self.max_repeats,
                 )
             results: list[ToolResultRecord] = []

@@ -43,6 +43,8 @@ class Connection:
     def __init__(self, ws: WebSocket, gw: GatewayState) -> None:
         self.ws = ws
         self.gw = gw
+        # Who authenticated (set by the handshake), and so whose sessions it reaches.
+        self.identity = ""
         self._send_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -112,26 +114,27 @@ def _presented_secret(ws: WebSocket, params: dict[str, Any]) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[bool, Any]:
-    """Wait for ``connect`` and check its secret; returns (accepted, the request's id)."""
+async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[str | None, Any]:
+    """Wait for ``connect`` and check its secret; returns (the caller's identity, or None when
+    refused; the request's id)."""
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
             text = await _receive_text(ws)
     except TimeoutError:
         await ws.close(CLOSE_POLICY, "connect frame not received in time")
-        return False, None
+        return None, None
     try:
         frame = _parse(text)
         if frame["method"] != "connect":
             raise InvalidRequestError("The first frame must be a `connect` request.")
         auth = gw.auth
         user = ws.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
-        auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws), user)
+        identity = auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws), user)
     except OpenClawError as exc:
         await ws.send_text(orjson.dumps(wire.ws_reply(_frame_id(text), exc)).decode())
         await ws.close(*exc.ws_close())
-        return False, None
-    return True, frame.get("id")
+        return None, None
+    return identity, frame.get("id")
 
 
 async def _dispatch(conn: Connection, methods: dict[str, Method], frame: dict[str, Any]) -> None:
@@ -182,9 +185,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     conn = Connection(ws, gw)
     try:
-        accepted, connect_id = await _handshake(ws, gw)
-        if not accepted:
+        identity, connect_id = await _handshake(ws, gw)
+        if identity is None:
             return
+        conn.identity = identity
         await conn.send(
             {
                 "type": "res",

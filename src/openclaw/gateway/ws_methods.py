@@ -21,7 +21,14 @@ from openclaw.errors import InvalidRequestError, NotFoundError
 from openclaw.gateway.protocol import agent_event, result_payload, session_payload
 from openclaw.gateway.ws import Connection, Method
 from openclaw.messages import ChatMessage
-from openclaw.sessions.keys import Target, normalize_agent_id, scoped_key
+from openclaw.sessions.keys import (
+    Target,
+    in_namespace,
+    namespace_of,
+    normalize_agent_id,
+    owned,
+    scoped_key,
+)
 
 MAX_LIMIT = 1000
 INVALID_KEY = (
@@ -89,9 +96,13 @@ def parse_params(model: type[P], params: dict[str, Any]) -> P:
         raise InvalidRequestError(message, param=name) from None
 
 
-def _target(agents: AgentRegistry, agent_id: str | None, session_key: str | None) -> Target:
+def _target(
+    agents: AgentRegistry, agent_id: str | None, session_key: str | None, identity: str
+) -> Target:
     try:
-        return agents.target(agent_id, session_key=session_key, default="main")
+        return agents.target(
+            agent_id, session_key=session_key, default="main", namespace=namespace_of(identity)
+        )
     except ValueError:
         raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None
 
@@ -105,7 +116,7 @@ async def agent(conn: Connection, params: dict[str, Any]) -> Any:
     runtime = conn.gw.runtime
     run = RunParams(
         message=ChatMessage(role="user", content=p.message),
-        target=_target(runtime.agents, p.agent_id, p.session_key),
+        target=_target(runtime.agents, p.agent_id, p.session_key, conn.identity),
         extra_system_prompt=p.extra_system_prompt or None,
     )
     return result_payload(await stream_run(conn, runtime.runner, run))
@@ -129,10 +140,15 @@ async def sessions_list(conn: Connection, params: dict[str, Any]) -> Any:
     """The stored sessions, most recently updated first (ephemeral ones only when asked)."""
     p = parse_params(SessionsListParams, params)
     agent_id = None if p.agent_id is None else normalize_agent_id(p.agent_id)
+    namespace = namespace_of(conn.identity)
+    # A caller with its own space of sessions sees those only (more are read, then filtered).
     entries = await conn.gw.runtime.store.list_sessions(
-        agent_id, limit=p.limit, include_ephemeral=p.include_ephemeral
+        agent_id,
+        limit=p.limit if namespace is None else p.limit * 20,
+        include_ephemeral=p.include_ephemeral and namespace is None,
     )
-    return {"sessions": [session_payload(entry) for entry in entries]}
+    mine = [entry for entry in entries if owned(entry.key, namespace)][: p.limit]
+    return {"sessions": [session_payload(entry) for entry in mine]}
 
 
 async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
@@ -140,7 +156,9 @@ async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
     p = parse_params(SessionsHistoryParams, params)
     runtime = conn.gw.runtime
     try:
-        key = scoped_key(p.session_key, runtime.agents.default_id)
+        key = in_namespace(
+            scoped_key(p.session_key, runtime.agents.default_id), namespace_of(conn.identity)
+        )
     except ValueError:
         raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None
     entry = await runtime.store.get(key)

@@ -130,11 +130,42 @@ MAIN_SESSION = "main"
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a run goes: the agent that runs it, its session's key, and whether that session is
-    a per-request one made for this run (ephemeral)."""
+    a per-request one made for this run (ephemeral); ``namespace``: the caller's own space of
+    sessions, when it has one (``namespace_of``)."""
 
     agent_id: str
     key: str
     ephemeral: bool
+    namespace: str | None = None
+
+
+def namespace_of(identity: str) -> str | None:
+    """The session space of a caller a trusted proxy names (identity ``user:<name>``): the keys
+    it gives (``x-openclaw-session-key``, ``user``, a WebSocket ``sessionKey``) name sessions of
+    its own, so one user never reaches another's.  Holders of the gateway secret (and ``none``)
+    are one operator: no namespace."""
+    if not identity.startswith("user:"):
+        return None
+    return "u-" + sanitize_user(identity[len("user:") :])
+
+
+def in_namespace(key: str, namespace: str | None) -> str:
+    """``key`` within ``namespace``: ``agent:<id>:<namespace>:<rest>`` (kept as is when it is
+    already there, so a key the gateway handed back works again)."""
+    if namespace is None:
+        return key
+    parsed = parse_key(key)
+    if parsed is None or parsed.rest.startswith(f"{namespace}:"):
+        return key
+    return build_key(parsed.agent_id, namespace, parsed.rest)
+
+
+def owned(key: str, namespace: str | None) -> bool:
+    """Whether ``key`` is in ``namespace`` (every key is, without one)."""
+    if namespace is None:
+        return True
+    parsed = parse_key(key)
+    return parsed is not None and parsed.rest.startswith(f"{namespace}:")
 
 
 def main_key(agent_id: str) -> str:
@@ -158,6 +189,7 @@ def resolve_target(
     user: str | None = None,
     default: Literal["ephemeral", "main"],
     api: str = "openai",
+    namespace: str | None = None,
 ) -> Target:
     """Every door's one rule for where a run goes.
 
@@ -168,12 +200,15 @@ def resolve_target(
     its own terms.
     """
     if session_key is not None:
-        key = scoped_key(session_key, agent_id)
+        key = in_namespace(scoped_key(session_key, agent_id), namespace)
         parsed = parse_key(key)
         assert parsed is not None  # scoped_key checked it
-        return Target(parsed.agent_id, key, False)
+        if not is_valid_key(key):
+            raise ValueError("invalid session key")
+        return Target(parsed.agent_id, key, False, namespace)
     if user is not None and user.strip():
-        return Target(agent_id, user_key(agent_id, user, api), False)
+        key = in_namespace(user_key(agent_id, user, api), namespace)
+        return Target(agent_id, key, False, namespace)
     if default == "main":
-        return Target(agent_id, main_key(agent_id), False)
-    return Target(agent_id, ephemeral_key(agent_id, api), True)
+        return Target(agent_id, in_namespace(main_key(agent_id), namespace), False, namespace)
+    return Target(agent_id, ephemeral_key(agent_id, api), True, namespace)

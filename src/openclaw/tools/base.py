@@ -63,6 +63,8 @@ class ToolContext:
     redactor: Redactor
     memory: MemoryIndexes
     web: WebFetcher
+    # The caller's own space of sessions (``sessions.keys.namespace_of``), if it has one.
+    namespace: str | None = None
     # The agent's embedding model and how to use it (memory search turns hybrid); None: none.
     embedding_model: str | None = None
     embed: Embed | None = None

@@ -18,6 +18,7 @@ from openclaw.logs import get_logger
 from openclaw.messages import ToolDefinition
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import SessionStore
+from openclaw.sessions.keys import Target
 from openclaw.tools import policy
 from openclaw.tools.base import Tool, ToolContext, ToolError, ToolResult
 from openclaw.tools.builtin import (
@@ -125,14 +126,15 @@ class Toolbox:
         """What ``POST /tools/invoke`` may run for the agent: its tools minus the HTTP deny list."""
         return self._http[agent_id]
 
-    def context(self, agent: Agent, session_key: str) -> ToolContext:
+    def context(self, agent: Agent, target: Target) -> ToolContext:
         embed = None
         if agent.embedding_model is not None and self.providers is not None:
             embed = self._embedder(self.providers, agent.embedding_model)
         return ToolContext(
             agent_id=agent.id,
             workspace=agent.workspace,
-            session_key=session_key,
+            session_key=target.key,
+            namespace=target.namespace,
             config=self.config,
             store=self.store,
             redactor=self.redactor,

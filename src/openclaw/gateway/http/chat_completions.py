@@ -60,14 +60,14 @@ class ChatCompletionsEndpoint:
         request = Request(scope, receive)
         headers: dict[str, str] = {}
         try:
-            require_auth(request)
+            caller = require_auth(request)
             body = await read_body(
                 request, limit=self.cfg.max_body_bytes, timeout=self.body_timeout
             )
             req = parse_request(body)
             if req.model_extra:
                 log.debug("ignored fields", extra={"fields": sorted(req.model_extra)})
-            params = await run_params(request, req, self.gw.runtime.agents, self.cfg)
+            params = await run_params(request, req, self.gw.runtime.agents, self.cfg, caller)
             headers[SESSION_KEY_HEADER] = params.target.key
             if req.stream:
                 # Once the stream has started, an error ends it the chat completions way.

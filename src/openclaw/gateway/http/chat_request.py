@@ -34,7 +34,7 @@ from openclaw.messages import (
     ToolDefinition,
 )
 from openclaw.providers.base import SamplingParams
-from openclaw.sessions.keys import Target
+from openclaw.sessions.keys import Target, namespace_of
 
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 MODEL_FORMS = (
@@ -75,14 +75,20 @@ def agent_from_model(model: str) -> str | None:
     )
 
 
-def _target(request: Request, req: ChatCompletionRequest, agents: AgentRegistry) -> Target:
+def _target(
+    request: Request, req: ChatCompletionRequest, agents: AgentRegistry, caller: str
+) -> Target:
     """Which agent runs (header > ``model`` > the default agent) and in which session (the
     session key header, else the OpenAI ``user``, else a new per-request session)."""
     agent_id = header_agent(request) or agent_from_model(req.model)
     raw_key = request.headers.get(SESSION_KEY_HEADER, "").strip()
     try:
         return agents.target(
-            agent_id, session_key=raw_key or None, user=req.user, default="ephemeral"
+            agent_id,
+            session_key=raw_key or None,
+            user=req.user,
+            default="ephemeral",
+            namespace=namespace_of(caller),
         )
     except ValueError:
         raise InvalidRequestError(
@@ -91,12 +97,17 @@ def _target(request: Request, req: ChatCompletionRequest, agents: AgentRegistry)
 
 
 async def run_params(
-    request: Request, req: ChatCompletionRequest, agents: AgentRegistry, cfg: ChatCompletionsConfig
+    request: Request,
+    req: ChatCompletionRequest,
+    agents: AgentRegistry,
+    cfg: ChatCompletionsConfig,
+    caller: str = "",
 ) -> RunParams:
-    """The run ``req`` asks for; 400 (404 for an unknown agent) for what cannot be one."""
+    """The run ``req`` asks for (``caller``: who asks, whose sessions it reaches); 400 (404
+    for an unknown agent) for what cannot be one."""
     if req.n is not None and req.n != 1:
         raise InvalidRequestError("Only `n=1` is supported.", param="n")
-    target = _target(request, req, agents)
+    target = _target(request, req, agents, caller)
     split = _split(req.messages)
     return RunParams(
         message=await _active_message(split.active, cfg),

@@ -91,9 +91,9 @@ class ResponsesEndpoint:
             agent = runtime.agents.get(agent_id_of(request, req.model))
             previous = await self._previous(req, caller, agent.id)
             if previous is not None:
-                target = await self._continuing(previous)
+                target = await self._continuing(previous, caller)
             else:
-                target = target_of(request, req, agent.id, runtime.agents)
+                target = target_of(request, req, agent.id, runtime.agents, caller)
             model = model_override(request, runtime.agents, target.agent_id)
             params, items = await run_params(
                 req, target, self.cfg, continues=previous is not None, model=model
@@ -130,7 +130,7 @@ class ResponsesEndpoint:
             )
         return stored
 
-    async def _continuing(self, previous: StoredResponse) -> Target:
+    async def _continuing(self, previous: StoredResponse, caller: str) -> Target:
         """Where a run continuing ``previous`` goes: its session when ``previous`` is still its
         last turn; else (the session went on from it: another follow-up, a deleted, unstored or
         failed one) a new session holding the conversation up to ``previous`` and no further,
@@ -140,14 +140,14 @@ class ResponsesEndpoint:
         if entry is not None:
             last = await store.read_history(entry, max_records=1)
             if last and last[-1].run_id == previous.run_id:
-                return continued_target(previous.agent_id, previous.session_key)
+                return continued_target(previous.agent_id, previous.session_key, caller)
             records = await store.read_history(entry, max_records=None)
             ends = [i for i, r in enumerate(records) if r.run_id == previous.run_id]
             if ends:
                 fork = ephemeral_key(previous.agent_id, API)
                 created = await store.get_or_create(fork, previous.agent_id, ephemeral=True)
                 await store.append(created, records[: ends[-1] + 1], model=None, usage=None)
-                return continued_target(previous.agent_id, fork)
+                return continued_target(previous.agent_id, fork, caller)
         # Its conversation is gone (the session was deleted): it cannot be continued.
         raise InvalidRequestError(
             f"Previous response with id '{previous.id}' can no longer be continued.",

@@ -47,7 +47,7 @@ from openclaw.messages import (
     ToolDefinition,
 )
 from openclaw.providers.base import SamplingParams
-from openclaw.sessions.keys import Target
+from openclaw.sessions.keys import Target, namespace_of
 
 API = "openresponses"  # session keys: agent:<id>:openresponses[-user]:<...>
 FILE_ONLY_TEXT = "User sent file(s) with no text."
@@ -60,13 +60,21 @@ def agent_id_of(request: Request, model: str) -> str | None:
     return header_agent(request) or agent_from_model(model)
 
 
-def target_of(request: Request, req: CreateResponse, agent_id: str, agents: Any) -> Target:
+def target_of(
+    request: Request, req: CreateResponse, agent_id: str, agents: Any, caller: str
+) -> Target:
     """The session of a run that continues no stored response: the session key header, else
-    the ``user``'s stable key, else a new per-request session."""
+    the ``user``'s stable key, else a new per-request session (within the caller's own space
+    of sessions, when it has one)."""
     raw_key = request.headers.get(SESSION_KEY_HEADER, "").strip()
     try:
         target: Target = agents.target(
-            agent_id, session_key=raw_key or None, user=req.user, default="ephemeral", api=API
+            agent_id,
+            session_key=raw_key or None,
+            user=req.user,
+            default="ephemeral",
+            api=API,
+            namespace=namespace_of(caller),
         )
     except ValueError:
         raise InvalidRequestError(
@@ -75,10 +83,10 @@ def target_of(request: Request, req: CreateResponse, agent_id: str, agents: Any)
     return target
 
 
-def continued_target(agent_id: str, session_key: str) -> Target:
+def continued_target(agent_id: str, session_key: str, caller: str) -> Target:
     """The session a stored response continues.  Not one made for this run, whatever its
     kind: its transcript is the history (its rows stay where its first run put them)."""
-    return Target(agent_id, session_key, False)
+    return Target(agent_id, session_key, False, namespace_of(caller))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from openclaw.config import defaults as d
 from openclaw.errors import InvalidRequestError, NotFoundError
 from openclaw.gateway.body import read_body
 from openclaw.gateway.state import GatewayState, require_auth
+from openclaw.sessions.keys import namespace_of
 from openclaw.tools.base import ToolError
 
 
@@ -41,7 +42,7 @@ class ToolsInvokeEndpoint:
         self.body_timeout = gw.config.gateway.http.body_timeout_ms / 1000
 
     async def handle(self, request: Request) -> Response:
-        require_auth(request)
+        caller = require_auth(request)
         raw = await read_body(
             request, limit=d.TOOLS_INVOKE_MAX_BODY_BYTES, timeout=self.body_timeout
         )
@@ -53,7 +54,9 @@ class ToolsInvokeEndpoint:
             raise InvalidRequestError(f"`{where}`: {error['msg']}.", param=where) from None
         runtime = self.gw.runtime
         try:
-            target = runtime.agents.target(None, session_key=body.session_key, default="main")
+            target = runtime.agents.target(
+                None, session_key=body.session_key, default="main", namespace=namespace_of(caller)
+            )
             agent = runtime.agents.get(target.agent_id)
         except ValueError:
             raise InvalidRequestError("Invalid `sessionKey`.", param="sessionKey") from None
@@ -75,7 +78,7 @@ class ToolsInvokeEndpoint:
         if body.dry_run:
             checked = parsed.model_dump(by_alias=True, exclude_unset=True)
             return _ok({"dryRun": True, "tool": tool.name, "args": checked})
-        done = await runtime.toolbox.run(tool, args, runtime.toolbox.context(agent, target.key))
+        done = await runtime.toolbox.run(tool, args, runtime.toolbox.context(agent, target))
         result = done.result
         return _ok(
             {

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from openclaw.sessions.keys import parse_key, scoped_key
+from openclaw.sessions.keys import in_namespace, parse_key, scoped_key
 from openclaw.tools.base import Args, Tool, ToolContext, ToolError, ToolResult
 
 MAX_MESSAGE_CHARS = 2000
@@ -34,7 +34,7 @@ def _message(record: Any) -> dict[str, Any] | None:
 
 async def run(args: SessionsHistoryArgs, ctx: ToolContext) -> ToolResult:
     try:
-        key = scoped_key(args.session_key, ctx.agent_id)
+        key = in_namespace(scoped_key(args.session_key, ctx.agent_id), ctx.namespace)
     except ValueError:
         raise ToolError(f"`{args.session_key}` is not a session key.") from None
     parsed = parse_key(key)

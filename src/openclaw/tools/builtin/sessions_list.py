@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from pydantic import Field
 
+from openclaw.sessions.keys import owned
 from openclaw.tools.base import Args, Tool, ToolContext, ToolResult
 
 
@@ -13,7 +14,13 @@ class SessionsListArgs(Args):
 
 
 async def run(args: SessionsListArgs, ctx: ToolContext) -> ToolResult:
-    entries = await ctx.store.list_sessions(ctx.agent_id, limit=args.limit, include_ephemeral=False)
+    # A caller with its own space of sessions sees those only (more are read, then filtered).
+    fetch = args.limit if ctx.namespace is None else args.limit * 20
+    entries = [
+        e
+        for e in await ctx.store.list_sessions(ctx.agent_id, limit=fetch, include_ephemeral=False)
+        if owned(e.key, ctx.namespace)
+    ][: args.limit]
     sessions = [
         {
             "sessionKey": e.key,
