@@ -65,12 +65,28 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str | None = None, fmt: str | None = None) -> None:
+class _Worker(logging.Filter):
+    """Marks every line with the worker that wrote it (``gateway run --workers N``)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+def configure(
+    level: str | None = None, fmt: str | None = None, *, worker: int | None = None
+) -> None:
     """Set up the ``openclaw`` logger (env: `OPENCLAW_LOG_LEVEL`, `OPENCLAW_LOG_FORMAT`)."""
     level = (level or os.environ.get("OPENCLAW_LOG_LEVEL") or "info").upper()
     fmt = (fmt or os.environ.get("OPENCLAW_LOG_FORMAT") or "text").lower()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -17,6 +17,7 @@ from openclaw.config.schema import Config
 from openclaw.logs import get_logger
 from openclaw.providers.base import Provider
 from openclaw.providers.registry import ProviderRegistry
+from openclaw.sessions.lease import SessionLeases
 from openclaw.sessions.store import SqliteSessionStore
 from openclaw.tools.redact import Redactor
 from openclaw.tools.registry import Toolbox
@@ -66,12 +67,14 @@ class Runtime:
             config, self.agents, self.store, state_dir, self.redactor, self.providers
         )
         defaults = config.agents.defaults
+        self.leases = SessionLeases(state_dir)
         self.runner = AgentRunner(
             self.agents,
             self.store,
             self.providers,
             self.bus,
             self.toolbox,
+            self.leases,
             max_concurrent=defaults.max_concurrent,
             max_queued=defaults.max_queued,
             max_rounds=config.tools.max_rounds,
@@ -91,6 +94,7 @@ class Runtime:
         await self.runner.drain()
         await self.providers.aclose()
         await self.store.close()
+        self.leases.close()
 
     async def prune(self) -> int:
         """Stored responses past their retention (and the per-response sessions they kept),

@@ -223,3 +223,34 @@ async def test_a_run_in_process_is_stored_before_the_reply(
         ("user", "hi"),
         ("assistant", "Echo: hi"),
     ]
+
+
+@pytest.mark.parametrize("path", [PATH, "/v1/responses"])
+async def test_streams_escape_unicode_line_separators(
+    app: App, upstream: FakeUpstream, path: str
+) -> None:
+    """U+0085, U+2028 and U+2029 in the model's text stay inside their SSE line for clients that
+    split lines as ``str.splitlines`` does."""
+    config = chat_config(upstream)
+    config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
+    client = await app(config)
+    text = "a\u2028b \u2029c \u0085d"
+    body: dict[str, Any] = {"model": "openclaw", "stream": True}
+    if path == PATH:
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["input"] = text
+    reply = await client.post(path, json=body, headers=AUTH)
+    assert reply.status_code == 200
+    assert "\u2028" not in reply.text and "\u2029" not in reply.text and "\u0085" not in reply.text
+    payloads = [
+        line[len("data: ") :]
+        for line in reply.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    events = [orjson.loads(p) for p in payloads]  # every line is whole JSON
+    if path == PATH:
+        streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    else:
+        streamed = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert streamed == "Echo: " + text

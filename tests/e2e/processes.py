@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -17,14 +18,26 @@ from tests.upstream import FakeUpstream
 TOKEN = "process-test-token"
 
 
+def _limit_open_files(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 class GatewayProcess:
-    def __init__(self, tmp: Path, config: dict, *, extra_env: dict | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict,
+        *,
+        extra_env: dict | None = None,
+        nofile: tuple[int, int] | None = None,
+    ) -> None:
         self.config_path = tmp / "openclaw.json"
+        self.state_dir = tmp / "state"
         self.config_path.write_text(json.dumps(config))
         self.env = {
             **os.environ,
             "OPENCLAW_CONFIG_PATH": str(self.config_path),
-            "OPENCLAW_STATE_DIR": str(tmp / "state"),
+            "OPENCLAW_STATE_DIR": str(self.state_dir),
             "OPENCLAW_GATEWAY_TOKEN": TOKEN,
             **(extra_env or {}),
         }
@@ -34,6 +47,8 @@ class GatewayProcess:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            # The open-file limit the gateway starts with (soft, hard), as a shell's ulimit.
+            preexec_fn=None if nofile is None else lambda: _limit_open_files(nofile),
         )
         self.lines: list[str] = []
         self.port = 0

@@ -253,3 +253,13 @@ def test_a_taken_port_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit(spawn) -> None:
+    # Many machines start processes at 1,024 open files: a few hundred streams.
+    gw = spawn(ENABLED, nofile=(256, 2048))
+    limits = Path(f"/proc/{gw.proc.pid}/limits").read_text()
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    assert line.split()[3:5] == ["2048", "2048"]
+    assert "open-file limit raised from 256 to 2048" in gw.log
+    assert "about 1024 concurrent streams at most" in gw.log  # and still low: said so

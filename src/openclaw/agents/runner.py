@@ -66,6 +66,7 @@ from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import SessionStore, Turn
 from openclaw.sessions.keys import Target
+from openclaw.sessions.lease import SessionLeases
 from openclaw.sessions.models import TranscriptRecord
 from openclaw.tools.registry import AgentTools, Toolbox
 
@@ -178,6 +179,7 @@ class AgentRunner:
         providers: ProviderRegistry,
         bus: EventBus,
         toolbox: Toolbox,
+        leases: SessionLeases,
         *,
         max_concurrent: int,
         max_queued: int,
@@ -192,6 +194,7 @@ class AgentRunner:
         self.max_rounds = max_rounds
         self.max_repeats = max_repeats
         self._locks = SessionLocks()
+        self._leases = leases
         self._admission = Admission(max_concurrent, max_queued)
         self._bootstrap = BootstrapCache()
         self._active = 0
@@ -278,11 +281,18 @@ class AgentRunner:
                 # The session lock comes first: runs queued behind a busy session must not
                 # hold run slots that other sessions could use.
                 async with self._locks.hold(target.key):
-                    await self._admission.acquire()
+                    # Then the session across processes: after this process's last turn on it
+                    # is written (its lease lasts until then), before a run slot.
+                    await self.settled(target.key)
+                    await self._leases.acquire(target.key)
                     try:
-                        yield
+                        await self._admission.acquire()
+                        try:
+                            yield
+                        finally:
+                            self._admission.release()
                     finally:
-                        self._admission.release()
+                        self._release_lease(target.key)
         finally:
             self._active -= 1
             if not self._active:
@@ -602,6 +612,17 @@ class AgentRunner:
             raise UpstreamTimeoutError(
                 f"The run exceeded the agent's timeout of {agent.timeout_seconds} s."
             ) from None
+
+    def _release_lease(self, key: str) -> None:
+        """Release ``key``'s lease once its last turn is committed: another process must read
+        it.  A background write (a failed or abandoned run) releases it when done; its done
+        callback runs before those of this process's next run waiting in ``settled``, which
+        was registered later."""
+        pending = self._pending.get(key)
+        if pending is None or pending.done():
+            self._leases.release(key)
+        else:
+            pending.add_done_callback(lambda _: self._leases.release(key))
 
     @staticmethod
     def _ended(state: RunState) -> RunEnded:

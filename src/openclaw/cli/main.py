@@ -16,17 +16,22 @@ from openclaw.config.schema import Config
 from openclaw.errors import ConfigError
 from openclaw.gateway.app import bind_host
 from openclaw.gateway.auth import is_loopback_host, resolve_secret
+from openclaw.paths import make_private_dir
 
 
-def with_overrides(config: Config, *, port: int | None, bind: str | None) -> Config:
+def with_overrides(
+    config: Config, *, port: int | None, bind: str | None, workers: str | None = None
+) -> Config:
     """Apply command-line flags through the schema so they are validated like the file."""
-    if port is None and bind is None:
+    if port is None and bind is None and workers is None:
         return config
     data = config.model_dump(by_alias=True, exclude_none=True)
     if port is not None:
         data["gateway"]["port"] = port
     if bind is not None:
         data["gateway"]["bind"] = bind
+    if workers is not None:
+        data["gateway"]["workers"] = int(workers) if workers.isdigit() else workers
     from openclaw.config.loader import validate
 
     try:
@@ -49,15 +54,41 @@ def gateway() -> None:
 @gateway.command("run")
 @click.option("--port", type=int, default=None, help="Port (default 18789; 0 picks a free one).")
 @click.option("--bind", default=None, help="loopback (default), lan, or an IP address.")
+@click.option(
+    "--workers",
+    default=None,
+    help="Processes serving the port (default gateway.workers, 1; auto: one per CPU).",
+)
 @config_option
-def gateway_run(port: int | None, bind: str | None, config_path: Path | None) -> None:
+def gateway_run(
+    port: int | None, bind: str | None, workers: str | None, config_path: Path | None
+) -> None:
     """Start the gateway in the foreground (Ctrl-C stops it cleanly)."""
     from openclaw.gateway.server import run
 
     logs.configure()
-    config = with_overrides(load(config_path), port=port, bind=bind)
+    config = with_overrides(load(config_path), port=port, bind=bind, workers=workers)
     try:
         run(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@gateway.command("worker", hidden=True)
+@click.option("--fd", type=int, required=True)
+@click.option("--ready-fd", type=int, required=True)
+@click.option("--index", type=int, required=True)
+def gateway_worker(fd: int, ready_fd: int, index: int) -> None:
+    """One of `gateway run --workers N`'s processes (started by it, config on stdin)."""
+    from openclaw.gateway.server import run_loop
+    from openclaw.gateway.workers import config_from_stdin, serve_worker
+
+    logs.configure(worker=index)
+    try:
+        config = config_from_stdin()
+        run_loop(serve_worker(config, fd=fd, ready_fd=ready_fd, index=index))
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -90,7 +121,7 @@ def setup(config_path: Path | None) -> None:
     exists."""
     path = paths.config_path(config_path)
     state = paths.state_dir()
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(state)
     if path.exists():
         click.echo(f"config: {path} (exists, left as it is)")
     else:

@@ -13,6 +13,7 @@ import json5
 from openclaw.config.loader import read_raw, validate
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError
+from openclaw.paths import PRIVATE_FILE, make_private_dir
 
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -92,9 +93,10 @@ def set_value(data: dict[str, Any], path: str, value: Any) -> None:
 
 def write_config(path: Path, data: dict[str, Any]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a config."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     text = json5.dumps(data, indent=2, quote_keys=True, trailing_commas=False) + "\n"
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    # A config holds secrets: never wider than 0600, whatever the file had.
+    mode = path.stat().st_mode & PRIVATE_FILE if path.exists() else PRIVATE_FILE
     fd, tmp = tempfile.mkstemp(prefix=".openclaw-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

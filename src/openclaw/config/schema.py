@@ -7,6 +7,7 @@ never silently falls back to a default.  Defaults are named constants in ``defau
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -153,6 +154,15 @@ class GatewayConfig(_Model):
     http: HttpConfig = HttpConfig()
     tools: GatewayToolsConfig = GatewayToolsConfig()
     shutdown_timeout_ms: PositiveInt = d.SHUTDOWN_TIMEOUT_MS
+    # Processes serving the port (one state dir); "auto": one per CPU.
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+
+    def worker_count(self) -> int:
+        if self.workers != "auto":
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # the CPUs this process may use
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     @field_validator("bind")
     @classmethod

@@ -26,6 +26,7 @@ from openclaw.gateway.http.models import ModelsEndpoint, first_served
 from openclaw.gateway.http.responses import ResponsesEndpoint
 from openclaw.gateway.http.tools_invoke import ToolsInvokeEndpoint
 from openclaw.gateway.middleware import GatewayMiddleware
+from openclaw.gateway.shared_failures import SharedFailures
 from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import raise_as_error
 from openclaw.gateway.ws import base_methods, websocket_endpoint
@@ -49,7 +50,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
 ) -> Starlette:
     """Build everything the gateway needs; nothing lives in module globals."""
-    state = paths.state_dir(state_dir)
+    state = paths.make_private_dir(paths.state_dir(state_dir))
     secret = resolve_secret(
         config.gateway.auth,
         state_dir=state,
@@ -103,14 +104,25 @@ def create_app(
             Route("/v1/embeddings", EmbeddingsEndpoint(gw).handle, methods=["POST"]),
         ]
 
+    shared = None
+    if config.gateway.worker_count() > 1:
+        # Several workers: failed auth attempts are counted over all of them.
+        limiter = gw.auth.limiter
+        shared = SharedFailures(state, config.gateway.auth.rate_limit, limiter.lock)
+        limiter.shared = shared
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.runtime.start()
+        if shared is not None:
+            await shared.start()
         try:
             yield
         finally:
             # uvicorn has already stopped accepting and finished or cancelled in-flight
             # requests; now pending transcript writes finish and stores close.
+            if shared is not None:
+                await shared.close()
             await gw.runtime.close()
 
     app = Starlette(

@@ -13,9 +13,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openclaw.config.schema import AuthConfig, RateLimitConfig
 from openclaw.errors import AuthenticationError, ConfigError, RateLimitError
+from openclaw.paths import make_private_dir
+
+if TYPE_CHECKING:
+    from openclaw.gateway.shared_failures import SharedFailures
 
 ENV_VARS = {"token": "OPENCLAW_GATEWAY_TOKEN", "password": "OPENCLAW_GATEWAY_PASSWORD"}
 _PRUNE_AT = 10_000
@@ -53,7 +58,7 @@ def read_generated_secret(state_dir: Path, mode: str) -> str | None:
 
 
 def _generate_secret(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     value = secrets.token_hex(24)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -130,6 +135,8 @@ class FailureLimiter:
         self._exempt_loopback = cfg.exempt_loopback
         self._clock = clock
         self._by_addr: dict[str, _Failures] = {}
+        # With several workers: failures counted over all of them (``shared_failures``).
+        self.shared: SharedFailures | None = None
 
     def _exempt(self, addr: str | None) -> bool:
         if addr is None:
@@ -166,10 +173,20 @@ class FailureLimiter:
             # A zero lockout still blocks until the oldest failure leaves the window.
             entry.locked_until = now + max(self._lockout, self._window - (now - times[0]))
             times.clear()
+        if self.shared is not None:
+            self.shared.record(key)
 
     def success(self, addr: str | None) -> None:
-        if self._by_addr:
-            self._by_addr.pop(addr or "", None)
+        if self._by_addr and self._by_addr.pop(addr or "", None) is not None and self.shared:
+            self.shared.forget(addr or "")
+
+    def lock(self, addr: str, until: float) -> None:
+        """Lock ``addr`` out until ``until`` (wall-clock seconds): another worker counted it."""
+        if self._exempt(addr):
+            return
+        local = self._clock() + (until - time.time())
+        entry = self._by_addr.setdefault(addr, _Failures())
+        entry.locked_until = max(entry.locked_until, local)
 
     def _prune(self, now: float) -> None:
         stale = [

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import resource
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -18,6 +20,7 @@ from starlette.applications import Starlette
 from openclaw.agents.runner import AgentRunner
 from openclaw.config.schema import Config
 from openclaw.gateway.app import bind_host, create_app
+from openclaw.gateway.auth import ResolvedSecret
 from openclaw.gateway.state import GatewayState
 from openclaw.logs import get_logger
 
@@ -91,15 +94,21 @@ class GatewayServer(uvicorn.Server):
         self.should_exit = True
 
 
+def socket_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
 def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
     gw: GatewayState = app.state.gateway
-    addrs = []
-    for srv in server.servers:
-        for sock in srv.sockets:
-            host, port = sock.getsockname()[:2]
-            addrs.append(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+    addrs = [socket_url(sock) for srv in server.servers for sock in srv.sockets]
+    return listen_line(addrs, gw.config, gw.secret)
+
+
+def listen_line(addrs: list[str], config: Config, secret: ResolvedSecret) -> str:
+    """The start-up line: where, which endpoints, how clients authenticate."""
     endpoints = ["health", "ws", "toolsInvoke"]
-    enabled = gw.config.gateway.http.endpoints
+    enabled = config.gateway.http.endpoints
     if enabled.chat_completions.enabled:
         endpoints.append("chatCompletions")
     if enabled.responses.enabled:
@@ -107,19 +116,44 @@ def describe_listen(server: uvicorn.Server, app: Starlette) -> str:
     if enabled.chat_completions.enabled or enabled.responses.enabled:
         endpoints += ["models", "embeddings"]
     hint = ""
-    if gw.secret.mode == "none":
+    if secret.mode == "none":
         hint = " (no secret: anyone who can reach the port is let in)"
-    elif gw.secret.mode == "trusted-proxy":
-        proxy = gw.config.gateway.auth.trusted_proxy
+    elif secret.mode == "trusted-proxy":
+        proxy = config.gateway.auth.trusted_proxy
         hint = f" (user from `{proxy.user_header}` of {', '.join(proxy.addresses)})"
-    elif gw.secret.source == "generated":
-        hint = f" (generated; read it with `openclaw gateway token`, kept in {gw.secret.path})"
-    elif gw.secret.source == "env":
+    elif secret.source == "generated":
+        hint = f" (generated; read it with `openclaw gateway token`, kept in {secret.path})"
+    elif secret.source == "env":
         hint = " (from environment)"
+    workers = config.gateway.worker_count()
     return (
         f"gateway listening on {', '.join(addrs)}; endpoints: {', '.join(endpoints)}; "
-        f"auth: {gw.secret.mode}{hint}"
+        f"auth: {secret.mode}{hint}" + (f"; {workers} workers" if workers > 1 else "")
     )
+
+
+# Each open stream holds two sockets (client and upstream); below this, a busy gateway runs out.
+FEW_OPEN_FILES = 4096
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one (many systems start processes at 1,024, a
+    few hundred streams), and say so when even the hard limit is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            pass  # e.g. above the kernel's nr_open: keep what we have
+        else:
+            log.info(f"open-file limit raised from {soft} to {wanted}")
+            soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < FEW_OPEN_FILES:
+        log.warning(
+            f"open-file limit is {soft} (hard limit {hard}): about {soft // 2} concurrent "
+            "streams at most; raise it (ulimit -Hn, LimitNOFILE=) for more"
+        )
 
 
 def tune_gc() -> None:
@@ -132,15 +166,33 @@ def tune_gc() -> None:
     gc.set_threshold(young * 10, middle, old)
 
 
-async def serve(config: Config, *, state_dir: Path | None = None) -> None:
-    """Start the gateway in the foreground until SIGINT/SIGTERM."""
+def warn_if_unauthenticated(config: Config) -> None:
+    auth = config.gateway.auth
+    if auth.mode == "none" and auth.allow_unauthenticated:
+        log.warning(
+            "UNAUTHENTICATED: gateway.auth.mode is none and allowUnauthenticated is set: "
+            "anyone who can reach this port can run agents, read sessions and use tools"
+        )
+
+
+async def serve(
+    config: Config,
+    *,
+    state_dir: Path | None = None,
+    sock: socket.socket | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Start the gateway in the foreground until SIGINT/SIGTERM (or ``should_exit``).  A worker
+    is given its listening socket and says it has started instead of the start-up line."""
+    if sock is None:
+        raise_open_file_limit()
     app = create_app(config, state_dir=state_dir)
     gw: GatewayState = app.state.gateway
     server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner)
 
     async def serve_until_done() -> None:
         try:
-            await server.serve()
+            await server.serve(sockets=None if sock is None else [sock])
         except SystemExit:
             # uvicorn exits when it cannot start (the port is taken, ...), having logged why:
             # one line for the user, not a traceback.
@@ -150,25 +202,34 @@ async def serve(config: Config, *, state_dir: Path | None = None) -> None:
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
     if server.started:
-        log.info(describe_listen(server, app))
-        auth = config.gateway.auth
-        if auth.mode == "none" and auth.allow_unauthenticated:
-            log.warning(
-                "UNAUTHENTICATED: gateway.auth.mode is none and allowUnauthenticated is set: "
-                "anyone who can reach this port can run agents, read sessions and use tools"
-            )
+        if on_started is None:
+            log.info(describe_listen(server, app))
+            warn_if_unauthenticated(config)
+        else:
+            on_started()
         tune_gc()
     await task
     if not server.started:
         raise SystemExit(1)
-    log.info("gateway stopped")
+    if on_started is None:
+        log.info("gateway stopped")
 
 
-def run(config: Config, *, state_dir: Path | None = None) -> None:
-    """Blocking entry point: uvloop when available."""
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when available."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(serve(config, state_dir=state_dir))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(config, state_dir=state_dir))
+        uvloop.run(main)
+
+
+def run(config: Config, *, state_dir: Path | None = None) -> None:
+    """Blocking entry point: one process, or a supervisor of ``gateway.workers`` processes."""
+    if config.gateway.worker_count() > 1:
+        from openclaw.gateway.workers import supervise
+
+        supervise(config, state_dir=state_dir)
+    else:
+        run_loop(serve(config, state_dir=state_dir))

@@ -42,6 +42,25 @@ log = get_logger("gateway")
 STREAM_ERRORS = "openclaw.stream_errors"
 
 
+def sse_json(obj: Any) -> bytes:
+    """``obj`` as JSON for an SSE ``data:`` line, with the Unicode line separators escaped.
+
+    U+0085, U+2028 and U+2029 are legal inside an SSE line, but clients that split lines the way
+    Python's ``str.splitlines`` does cut an event holding one in two; orjson writes them raw."""
+    return sse_safe(orjson.dumps(obj))
+
+
+def sse_safe(data: bytes) -> bytes:
+    """JSON text with U+0085/U+2028/U+2029 as ``\\u`` escapes (they can only be inside strings)."""
+    if b"\xc2\x85" in data or b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data:
+        return (
+            data.replace(b"\xc2\x85", b"\\u0085")
+            .replace(b"\xe2\x80\xa8", b"\\u2028")
+            .replace(b"\xe2\x80\xa9", b"\\u2029")
+        )
+    return data
+
+
 class JSONResponse(Response):
     """orjson-encoded JSON: the hot path encodes every response body."""
 
@@ -59,7 +78,7 @@ class StreamErrors:
 
 
 def _chat_completions_stream_error(err: OpenClawError) -> bytes:
-    return b"data: " + orjson.dumps(err.to_dict()) + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + sse_json(err.to_dict()) + b"\n\ndata: [DONE]\n\n"
 
 
 CHAT_COMPLETIONS_STREAM = StreamErrors(_chat_completions_stream_error)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from openclaw.logs import get_logger
+from openclaw.paths import create_private_file, make_private_dir
 from openclaw.sessions import responses
 from openclaw.sessions.models import SessionEntry
 from openclaw.sessions.responses import ResponseTable, StoredResponse
@@ -201,7 +202,9 @@ class SessionIndex:
     ) -> None:
         """Open (creating or upgrading) the index.  ``transcript_size(agent_id, session_id)``
         is the size of a stored session's transcript, for the upgrade from schema 1."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        # SQLite creates its -wal and -shm files with the database file's mode.
+        create_private_file(path)
         # isolation_level=None: autocommit, so single statements never hold a lock longer than
         # themselves and transactions are exactly the ones written out below.
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)

@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from openclaw.logs import get_logger
+from openclaw.paths import PRIVATE_DIR, PRIVATE_FILE
 from openclaw.sessions.models import TranscriptRecord
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -193,10 +194,10 @@ class AppendBatch:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         created = not path.exists()
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, PRIVATE_FILE)
         except FileNotFoundError:
             self._make_dirs(path.parent)
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, PRIVATE_FILE)
         try:
             _lock(fd)
             size = os.fstat(fd).st_size
@@ -227,7 +228,7 @@ class AppendBatch:
             missing.append(directory)
             directory = directory.parent
         for new in reversed(missing):
-            new.mkdir(exist_ok=True)
+            new.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             self._new_dirs.append(new)
 
     @staticmethod

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openclaw.paths import create_private_file, make_private_dir
+
 CHUNK_CHARS = 1600  # ~400 tokens
 OVERLAP_CHARS = 320  # ~80 tokens
 SNIPPET_CHARS = 700
@@ -103,7 +105,8 @@ class MemoryIndex:
         self.workspace = workspace
 
     def _connect(self) -> sqlite3.Connection:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.db_path.parent)
+        create_private_file(self.db_path)
         db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode = WAL")
         for statement in _SCHEMA:

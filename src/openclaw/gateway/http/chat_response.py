@@ -15,6 +15,7 @@ import orjson
 
 from openclaw.agents.events import ToolFinished, ToolStarted, tool_data
 from openclaw.agents.runner import RunResult
+from openclaw.gateway.wire import sse_json
 from openclaw.ids import hex_id
 from openclaw.messages import TextDelta, ToolCallDelta
 
@@ -87,7 +88,7 @@ def chunk(
 
 def event(obj: Any) -> bytes:
     """One SSE event."""
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+    return b"data: " + sse_json(obj) + b"\n\n"
 
 
 class ChunkWriter:
@@ -109,7 +110,7 @@ class ChunkWriter:
         return self.tool_event(tool_data(item))
 
     def content(self, text: str) -> bytes:
-        return self._prefix + orjson.dumps(text) + self._suffix
+        return self._prefix + sse_json(text) + self._suffix
 
     def tool_call(self, delta: ToolCallDelta) -> bytes:
         call: dict[str, Any] = {"index": delta.index}

@@ -18,6 +18,7 @@ from openclaw.agents.registry import AgentRegistry
 from openclaw.errors import InvalidRequestError, ModelNotFoundError
 from openclaw.gateway.state import require_auth
 from openclaw.gateway.wire import JSONResponse
+from openclaw.paths import PRIVATE_FILE, make_private_dir
 from openclaw.sessions.keys import is_valid_key
 
 CREATED_FILE = "models.json"
@@ -39,9 +40,11 @@ def first_served(state_dir: Path) -> int:
         pass
     created = int(time.time())
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(state_dir)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"created": created}))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"created": created}))
         tmp.replace(path)
     except OSError:
         pass  # a read-only state dir: the start time, then

@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from openclaw.agents.runner import RunResult
 from openclaw.errors import OpenClawError
 from openclaw.gateway.responses_schema import CreateResponse
+from openclaw.gateway.wire import sse_json
 from openclaw.ids import hex_id
 from openclaw.messages import ToolCall, ToolCallDelta, Usage
 
@@ -159,7 +158,7 @@ def _tool_echo(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _event(kind: str, seq: int, data: dict[str, Any]) -> bytes:
-    body = orjson.dumps({"type": kind, "sequence_number": seq, **data})
+    body = sse_json({"type": kind, "sequence_number": seq, **data})
     return b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
 
 

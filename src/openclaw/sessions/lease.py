@@ -1,0 +1,95 @@
+"""Runs on one session go one at a time across processes too: gateway workers sharing a state
+dir, and ``openclaw agent`` beside a running gateway.
+
+A session's lease is a POSIX record lock on one byte of ``<state>/sessions.lock`` (the byte is
+picked by hashing the key, so the file stays empty and no file exists per session). The kernel
+drops a dead process's locks at once, so a killed holder never blocks a session. Within a process
+``SessionLocks`` already queues runs in order; only the run at the head of a process's queue
+takes the lease, without blocking the event loop: a non-blocking attempt, then polls with a
+growing delay.
+
+Fairness across processes: a process that waits for a lease marks it with a shared lock on the
+byte after it. A process that holds a session and has more runs queued for it checks that mark
+when its next run starts and, when another process is waiting, lets it in first (it waits longer
+than that process's longest poll before trying), so no process starves another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import random
+from pathlib import Path
+
+from openclaw.paths import PRIVATE_FILE, make_private_dir
+
+LEASE_FILE = "sessions.lock"
+FIRST_POLL_SECONDS = 0.001
+LONGEST_POLL_SECONDS = 0.02
+# Longer than a waiting process's longest poll: it gets the lease before this process retries.
+GIVE_WAY_SECONDS = 3 * LONGEST_POLL_SECONDS
+
+
+def lease_offset(key: str) -> int:
+    """The lease's byte for ``key`` (even; the byte after it is the waiting mark)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 2) * 2
+
+
+class SessionLeases:
+    """Cross-process session leases in one lock file (see the module docstring)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        make_private_dir(state_dir)
+        self._fd = os.open(
+            state_dir / LEASE_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE
+        )
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # drops every lock this process holds in the file
+            self._fd = -1
+
+    async def acquire(self, key: str) -> None:
+        """Take ``key``'s lease, waiting while another process holds it.  This process must not
+        hold it already (POSIX locks do not count: the second take would be a no-op and the
+        first release would end both)."""
+        offset = lease_offset(key)
+        waiting = self._others_waiting(offset)
+        if not waiting and self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB, offset):
+            return
+        marked = self._lock(fcntl.LOCK_SH | fcntl.LOCK_NB, offset + 1)
+        delay = GIVE_WAY_SECONDS if waiting else FIRST_POLL_SECONDS
+        try:
+            while True:
+                # Jitter keeps processes polling one lease from moving in lockstep.
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                if self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB, offset):
+                    return
+                if not marked:
+                    marked = self._lock(fcntl.LOCK_SH | fcntl.LOCK_NB, offset + 1)
+                delay = min(delay * 2, LONGEST_POLL_SECONDS)
+        finally:
+            if marked:
+                self._lock(fcntl.LOCK_UN, offset + 1)
+
+    def release(self, key: str) -> None:
+        if self._fd >= 0:
+            self._lock(fcntl.LOCK_UN, lease_offset(key))
+
+    def _others_waiting(self, offset: int) -> bool:
+        """Whether another process marks itself waiting for this lease."""
+        if self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB, offset + 1):
+            self._lock(fcntl.LOCK_UN, offset + 1)
+            return False
+        return True
+
+    def _lock(self, how: int, start: int) -> bool:
+        """One byte's lock: True when taken (or released), False when another process has it."""
+        try:
+            fcntl.lockf(self._fd, how, 1, start, os.SEEK_SET)
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
