@@ -20,8 +20,9 @@ NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
 
 
-def replies() -> tuple[bytes, bytes, bytes]:
-    """(non-streaming response, streaming response, streaming response with usage)."""
+def replies(tokens: int = 0) -> tuple[bytes, bytes, bytes]:
+    """(non-streaming response, streaming response, streaming response with usage); with
+    ``tokens``, streams of that many content chunks."""
     import orjson
 
     usage = {"prompt_tokens": 5, "completion_tokens": len(REPLY_WORDS), "total_tokens": 10}
@@ -71,21 +72,40 @@ def replies() -> tuple[bytes, bytes, bytes]:
     def sse(obj: Any) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
+    words = [f" tok{i}" for i in range(tokens)] if tokens else REPLY_WORDS
     events = [sse(chunk({"role": "assistant", "content": ""}))]
-    events += [sse(chunk({"content": w})) for w in REPLY_WORDS]
+    events += [sse(chunk({"content": w})) for w in words]
     events.append(sse(chunk({}, "stop")))
     with_usage = [*events, sse({**chunk({}), "choices": [], "usage": usage})]
     done = b"data: [DONE]\n\n"
     return plain, framed([*events, done]), framed([*with_usage, done])
 
 
-def serve() -> None:
-    """Listen, print ``READY <port>``, answer until killed."""
+def serve(tokens: int = 0, token_delay: float | None = None) -> None:
+    """Listen, print ``READY <port>``, answer until killed.  ``token_delay``: streams send each
+    chunk on its own, that many seconds apart (0: each in its own write, as a model server
+    flushes every token; None: the whole stream in one write)."""
     import httptools
     import orjson
     import uvloop
 
-    plain, streamed, streamed_usage = replies()
+    plain, streamed, streamed_usage = replies(tokens)
+
+    async def trickle(transport: asyncio.Transport, reply: bytes, close: bool) -> None:
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        transport.write(head + b"\r\n\r\n")
+        # Each SSE event is one chunk of the chunked encoding, ending "\n\n" + "\r\n".
+        pieces = rest.split(b"\n\n\r\n")
+        for piece in pieces[:-1]:
+            await asyncio.sleep(token_delay)
+            if transport.is_closing():
+                return
+            transport.write(piece + b"\n\n\r\n")
+        transport.write(pieces[-1])
+        if close:
+            transport.close()
+
+    tasks: set[asyncio.Future[None]] = set()
 
     class Upstream(asyncio.Protocol):
         def __init__(self) -> None:
@@ -134,6 +154,13 @@ def serve() -> None:
                     reply = streamed_usage if usage else streamed
                 else:
                     reply = plain
+            if token_delay is not None and reply is not plain and reply.startswith(b"HTTP/1.1 200"):
+                task = asyncio.ensure_future(
+                    trickle(self.transport, reply, not self.parser.should_keep_alive())
+                )
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                return
             self.transport.write(reply)
             if not self.parser.should_keep_alive():
                 self.transport.close()
@@ -149,4 +176,10 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stream-tokens", type=int, default=0, help="content chunks per stream")
+    parser.add_argument("--token-delay", type=float, default=None, help="seconds between chunks")
+    args = parser.parse_args()
+    serve(args.stream_tokens, args.token_delay)

@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from openclaw.agents.admission import Admission, SessionLocks
 from openclaw.agents.events import EventBus, RunEnded, RunEvent, RunStarted
@@ -169,6 +170,45 @@ class Prepared:
             reset_to=self.reset_to,
             redact=self.redact,
         )
+
+
+T = TypeVar("T")
+
+
+class _DeadlineGuard:
+    """``asyncio.timeout_at`` over many awaits at the cost of one timer: a per-delta
+    ``timeout_at`` (a Timeout object and a rescheduled timer handle each) was a tenth of a
+    stream's CPU.  Past the deadline, the task is cancelled if it is inside ``wait``, else the
+    next ``wait`` fails at once; either raises ``TimeoutError``."""
+
+    def __init__(self, deadline: float) -> None:
+        self._task = asyncio.current_task()
+        self._waiting = False
+        self._expired = False
+        self._cancelled = False
+        self._handle = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def wait(self, step: Awaitable[T]) -> T:
+        if self._expired:
+            raise TimeoutError()
+        self._waiting = True
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if self._cancelled and self._task is not None and self._task.uncancel() == 0:
+                raise TimeoutError() from None
+            raise
+        finally:
+            self._waiting = False
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 class AgentRunner:
@@ -597,17 +637,21 @@ class AgentRunner:
                             if isinstance(event, TextDelta | ToolCallDelta):
                                 self.bus.publish(run_id, key, event)
                     return
-                while True:
-                    # The deadline guards each wait on the model, never the consumer's own
-                    # awaits between deltas (a timeout there would cancel the wrong thing).
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            ref, event = await anext(events)
-                    except StopAsyncIteration:
-                        return
-                    outcome.take(ref, event)
-                    if isinstance(event, TextDelta | ToolCallDelta):
-                        yield event
+                # The deadline guards each wait on the model, never the consumer's own awaits
+                # between deltas (a timeout there would cancel the wrong thing): one timer
+                # for the call, which cancels only while the model is awaited.
+                guard = _DeadlineGuard(deadline)
+                try:
+                    while True:
+                        try:
+                            ref, event = await guard.wait(anext(events))
+                        except StopAsyncIteration:
+                            return
+                        outcome.take(ref, event)
+                        if isinstance(event, TextDelta | ToolCallDelta):
+                            yield event
+                finally:
+                    guard.close()
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The run exceeded the agent's timeout of {agent.timeout_seconds} s."

@@ -30,6 +30,7 @@ SSE_HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 KEEPALIVE = b": keep-alive\n\n"
+_KEEPALIVE = object()  # the keep-alive timer's item on a stream's queue
 
 
 class ClientGone(Exception):
@@ -99,6 +100,8 @@ class SseStream:
         self._keepalive = keepalive
         self._opening = opening
         self.started = False
+        self._relaying = False
+        self._held: list[bytes] = []
 
     async def _start(self) -> None:
         self.started = True
@@ -119,9 +122,22 @@ class SseStream:
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def send(self, data: bytes, *, last: bool = False) -> None:
+        """Send ``data``; while ``items`` has more already waiting, it is held and goes out
+        with theirs in one write (a socket write per token was the stream's largest cost)."""
+        if not last and self._relaying:
+            self._held.append(data)
+            return
+        await self._flush(data, more=not last)
+
+    async def _flush(self, data: bytes = b"", *, more: bool = True) -> None:
+        if self._held:
+            self._held.append(data)
+            data = b"".join(self._held)
+            self._held.clear()
         if not self.started:
             await self._start()
-        await self._body(data, more=not last)
+        if data or not more:
+            await self._body(data, more=more)
 
     async def items(
         self, events: AsyncGenerator[object, None], shown: tuple[type, ...]
@@ -131,21 +147,38 @@ class SseStream:
         the keep-alive interval, so proxies do not close an idle stream."""
         queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE_SIZE)
         producer = asyncio.create_task(_produce(events, queue, shown))
+        # One timer for the stream, not one per item: it checks how long the queue was idle.
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal timer
+            idle = loop.time() - last
+            if idle >= self._keepalive and queue.empty():
+                queue.put_nowait(_KEEPALIVE)
+                idle = 0.0
+            timer = loop.call_later(max(self._keepalive - idle, 0.001), tick)
+
+        timer = loop.call_later(self._keepalive, tick)
+        self._relaying = True
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self._keepalive):
-                        item = await queue.get()
-                except TimeoutError:
-                    if not self.started:
-                        await self._start()
-                    else:
-                        await self._body(KEEPALIVE)
+                if queue.empty():
+                    await self._flush()  # what was held goes out before waiting
+                item = await queue.get()
+                last = loop.time()
+                if item is _KEEPALIVE:
+                    await self._flush(b"" if not self.started else KEEPALIVE)
                     continue
                 if isinstance(item, BaseException):
+                    await self._flush()
                     raise item
                 yield item
         finally:
+            self._relaying = False
+            if timer is not None:
+                timer.cancel()
             producer.cancel()
             await reap(producer)
 
