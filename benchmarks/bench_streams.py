@@ -40,7 +40,15 @@ from typing import Any
 from clients import Target, build_request, chat_body
 from common import HERE, HOST, TOKEN, UPSTREAM_MODEL
 from measure import load, pct
-from processes import Proc, processes, settle, spawn_gateway, spawn_hop, spawn_ready
+from processes import (
+    Proc,
+    gateway_config,
+    processes,
+    settle,
+    spawn_gateway,
+    spawn_hop,
+    spawn_ready,
+)
 
 RESULTS = HERE / "results" / "streams.json"
 TOKENS = 200
@@ -249,7 +257,10 @@ def slow_streams(tmp: Path, procs: list[Proc], streams: int) -> dict[str, Any]:
         ["--stream-tokens", str(tokens), "--token-delay", "0.1"],
     )
     procs.append(up)
-    gw = spawn_gateway("gw-slow", tmp, up.port, config=MINIMAL)
+    # Admission allows 32 runs and 256 queued by default: room for them all here.
+    agents = gateway_config(up.port, 0)["agents"]
+    agents["defaults"]["maxConcurrent"] = streams
+    gw = spawn_gateway("gw-slow", tmp, up.port, config={**MINIMAL, "agents": agents})
     procs.append(gw)
     rss0 = gw.rss_mb()
     peak = [rss0]
@@ -410,8 +421,6 @@ def run(quick: bool, slow: int, litellm: bool) -> dict[str, Any]:
 
 
 def _gateway_section(gw: Proc, workers: int) -> dict[str, Any]:
-    from processes import gateway_config
-
     section: dict[str, Any] = gateway_config(0, 0)["gateway"]
     section["workers"] = workers
     section.pop("port", None)

@@ -10,7 +10,11 @@ answer (a 200 with the whole reply; for a stream, ``data: [DONE]``) must be in i
 history exactly once, in order, with its reply; and every model call must have seen every turn
 its session had answered before.
 
-Short version in the default test run (``KILLS`` = 10); the long one::
+With ``gateway.workers: 2`` the same, but each kill takes one worker (the supervisor starts it
+again while the other serves, and the clients carry on), and after each the store is opened and
+every session read whole.
+
+Short version in the default test run (``KILLS`` = 20); the long one::
 
     OPENCLAW_CRASH_KILLS=100 .venv/bin/python -m pytest -s tests/e2e/test_crash_durability.py
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ from openclaw.sessions import SqliteSessionStore, user_key
 from tests.e2e.processes import ENABLED, TOKEN, GatewayProcess
 from tests.upstream import FakeUpstream
 
-KILLS = int(os.environ.get("OPENCLAW_CRASH_KILLS", "10"))
+KILLS = int(os.environ.get("OPENCLAW_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("OPENCLAW_CRASH_SEED", "8"))
 USERS = [f"user-{i}" for i in range(6)]
 EPHEMERAL_CLIENTS = [f"anon-{i}" for i in range(2)]
@@ -113,8 +118,10 @@ async def _client(
     ledger: Ledger,
     stop: asyncio.Event,
     answered: asyncio.Queue[None],
+    carry_on: bool = False,
 ) -> None:
-    """Turns one after another until the gateway dies under it (or the round is over)."""
+    """Turns one after another until the gateway dies under it (or the round is over); with
+    ``carry_on``, past a dead connection (another worker takes the next turn)."""
     stored = name in USERS
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         while not stop.is_set():
@@ -127,6 +134,8 @@ async def _client(
                 )
             except (aiohttp.ClientError, ConnectionError):
                 ledger.unanswered += 1  # killed mid-turn: it may or may not be stored
+                if carry_on:
+                    continue
                 return
             if problem is not None:
                 ledger.problems.append(problem)
@@ -227,9 +236,8 @@ def _check_model_saw_history(up: FakeUpstream, ledger: Ledger) -> list[str]:
     return problems
 
 
-async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: Path) -> None:
-    rng = random.Random(SEED)
-    config = {
+def _config(upstream: FakeUpstream) -> dict[str, Any]:
+    return {
         **ENABLED,
         "models": {
             "providers": {
@@ -244,11 +252,72 @@ async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: 
         "agents": {"defaults": {"model": "up/m", "maxHistoryMessages": 100_000}},
         "session": {"maintenance": {"ephemeralMaxCount": 1_000_000}},
     }
+
+
+async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    config = _config(upstream)
     ledger = Ledger()
     for _ in range(KILLS):
         await _round(tmp_path, config, ledger, rng.randint(*KILL_AFTER))
         assert not ledger.problems, ledger.problems
+        await _store_opens(tmp_path / "state")
+    await _check_all(upstream, ledger, tmp_path)
 
+
+async def test_answered_turns_survive_sigkill_of_workers(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 1)
+    config = _config(upstream)
+    config["gateway"] = {**config["gateway"], "workers": 2}
+    ledger = Ledger()
+    gw = await asyncio.to_thread(GatewayProcess, tmp_path, config)
+    try:
+        stop = asyncio.Event()
+        answered: asyncio.Queue[None] = asyncio.Queue()
+        clients = [
+            asyncio.create_task(_client(name, gw.port, ledger, stop, answered, carry_on=True))
+            for name in (*USERS, *EPHEMERAL_CLIENTS)
+        ]
+        for _ in range(KILLS):
+            for _ in range(rng.randint(*KILL_AFTER)):
+                await asyncio.wait_for(answered.get(), 60)
+            workers = _children(gw.proc.pid)
+            victim = rng.choice(workers)
+            os.kill(victim, signal.SIGKILL)
+            # Started again by the supervisor while the other worker serves.
+            while len(now := _children(gw.proc.pid)) < 2 or victim in now:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            assert not ledger.problems, ledger.problems
+            await _store_opens(tmp_path / "state")
+        stop.set()
+        await asyncio.gather(*clients)
+        assert await asyncio.to_thread(gw.stop) == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+        gw.close()
+    assert gw.log.count("starting it again") == KILLS
+    await _check_all(upstream, ledger, tmp_path)
+
+
+async def _store_opens(state: Path) -> None:
+    """After a kill: the index opens and the stored sessions' transcripts read (a torn last
+    line skipped); the whole check is at the end."""
+    async with SqliteSessionStore(state) as store:
+        for name in USERS:
+            entry = await store.get(user_key("main", name))
+            if entry is not None:
+                await store.read_history(entry, max_records=None)
+        assert await store.list_sessions("main", limit=10, include_ephemeral=True) is not None
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def _check_all(upstream: FakeUpstream, ledger: Ledger, tmp_path: Path) -> None:
     users, ephemeral = await _stored_history(tmp_path / "state")
     problems = []
     for name in USERS:

@@ -161,8 +161,8 @@ class GatewayConfig(_Model):
         if self.workers != "auto":
             return self.workers
         if hasattr(os, "sched_getaffinity"):  # the CPUs this process may use
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
+            return min(len(os.sched_getaffinity(0)), 256)
+        return min(os.cpu_count() or 1, 256)
 
     @field_validator("bind")
     @classmethod

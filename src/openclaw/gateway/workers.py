@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -41,8 +41,8 @@ log = get_logger("gateway")
 
 BACKLOG = 2048
 START_TIMEOUT_SECONDS = 120
-# A worker dying sooner than this after its start counts as a crash loop: restarts back off.
-QUICK_DEATH_SECONDS = 5.0
+# A worker dying before it serves (a crash loop, e.g. a broken model file) is restarted after
+# a growing delay; one that served is restarted at once.
 MAX_RESTART_DELAY_SECONDS = 10.0
 STDIN = 0
 
@@ -51,8 +51,8 @@ STDIN = 0
 class Worker:
     index: int
     proc: subprocess.Popen[bytes]
-    started: float = field(default_factory=time.monotonic)
     quick_deaths: int = 0
+    serving: bool = False
 
 
 def listening_socket(config: Config, port: int) -> socket.socket:
@@ -131,15 +131,23 @@ class Supervisor:
                 return False
             readable, _, _ = select.select([self._ready_r], [], [], min(left, 0.1))
             if readable:
-                ready += len(os.read(self._ready_r, 64))
+                ready += self._mark_serving()
         return True
+
+    def _mark_serving(self) -> int:
+        """Read the ready pipe: each byte is the index of a worker that now serves."""
+        indexes = os.read(self._ready_r, 256)
+        for index in indexes:
+            if index in self.workers:
+                self.workers[index].serving = True
+        return len(indexes)
 
     def watch(self) -> None:
         """Restart workers that die, until asked to stop."""
         while not self.stopping:
             readable, _, _ = select.select([self._ready_r], [], [], 0.1)
             if readable:
-                os.read(self._ready_r, 64)  # a restarted worker serves again
+                self._mark_serving()  # a restarted worker serves again
             for index, worker in list(self.workers.items()):
                 code = worker.proc.poll()
                 if code is None or self.stopping:
@@ -147,8 +155,7 @@ class Supervisor:
                 self._restart(index, worker, code)
 
     def _restart(self, index: int, worker: Worker, code: int) -> None:
-        lived = time.monotonic() - worker.started
-        quick = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+        quick = 0 if worker.serving else worker.quick_deaths + 1
         delay = min(MAX_RESTART_DELAY_SECONDS, 0.1 * 2**quick) if quick else 0.0
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
         log.warning(
@@ -276,7 +283,7 @@ async def serve_worker(config: Config, *, fd: int, ready_fd: int, index: int) ->
             os.kill(os.getpid(), signal.SIGTERM)
 
     def started() -> None:
-        os.write(ready_fd, b"r")
+        os.write(ready_fd, bytes([index]))
         os.close(ready_fd)
         log.info(f"worker {index} serving", extra={"pid": os.getpid()})
 
