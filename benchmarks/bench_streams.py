@@ -8,9 +8,10 @@ Run: ``.venv/bin/python benchmarks/bench_streams.py [--quick] [--slow-streams N]
 * ``throughput``  c=32 non-streaming requests: the hop, the gateway with 1 and with 2 workers
                   (``gateway.workers``), CPU over the gateway's whole process tree.
 * ``slow``        ``--slow-streams`` (default 1,000) streams open at once on one gateway process
-                  against an upstream sending a token every 100 ms (20 tokens): all complete and
-                  whole, the gateway's RSS per open stream, and the event loop's lag seen as the
-                  latency of ``GET /health`` probes every 50 ms meanwhile.
+                  against an upstream sending a token every 100 ms (20 tokens; the clients
+                  arrive over 1 s): all complete and whole, the gateway's RSS per open stream,
+                  and the event loop's lag seen as the latency of ``GET /health`` probes every
+                  50 ms meanwhile (from a process of their own).
 * ``--litellm``   also a LiteLLM proxy on the same upstream (installed on first use into its own
                   venv under ``benchmarks/.litellm``, never a project dependency), and the
                   gateway/LiteLLM ratios.
@@ -54,6 +55,7 @@ RESULTS = HERE / "results" / "streams.json"
 TOKENS = 200
 CONNECTIONS = 32
 MINIMAL = {"tools": {"profile": "minimal"}}
+RAMP_SECONDS = 1.0
 
 
 # --- a streaming load client -----------------------------------------------------------------
@@ -205,13 +207,13 @@ async def _slow(port: int, model: str, streams: int, tokens: int) -> dict[str, A
     headers = {"Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=300)
-    probes: list[float] = []
-    complete = 0
-    stop = asyncio.Event()
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
 
-        async def one() -> bool:
+        async def one(i: int) -> bool:
+            # Clients arrive over RAMP_SECONDS (1,000 connecting in the same millisecond
+            # measures the client's burst, not the gateway's steady state).
+            await asyncio.sleep(RAMP_SECONDS * i / streams)
             async with http.post(
                 f"http://{HOST}:{port}/v1/chat/completions", json=body, headers=headers
             ) as reply:
@@ -226,27 +228,9 @@ async def _slow(port: int, model: str, streams: int, tokens: int) -> dict[str, A
                 f" tok{i}" for i in range(tokens)
             )
 
-        async def probe() -> None:
-            async with aiohttp.ClientSession() as own:
-                while not stop.is_set():
-                    t0 = time.perf_counter()
-                    async with own.get(f"http://{HOST}:{port}/health") as r:
-                        await r.read()
-                    probes.append(time.perf_counter() - t0)
-                    await asyncio.sleep(0.05)
-
-        prober = asyncio.create_task(probe())
-        results = await asyncio.gather(*(one() for _ in range(streams)), return_exceptions=True)
-        stop.set()
-        await prober
+        results = await asyncio.gather(*(one(i) for i in range(streams)), return_exceptions=True)
         complete = sum(1 for r in results if r is True)
-    return {
-        "streams": streams,
-        "complete_and_correct": complete,
-        "health_probe_ms_p50": round(pct(probes, 50) * 1000, 2),
-        "health_probe_ms_p99": round(pct(probes, 99) * 1000, 2),
-        "health_probe_ms_max": round(max(probes) * 1000, 2),
-    }
+    return {"streams": streams, "complete_and_correct": complete}
 
 
 def slow_streams(tmp: Path, procs: list[Proc], streams: int) -> dict[str, Any]:
@@ -274,7 +258,18 @@ def slow_streams(tmp: Path, procs: list[Proc], streams: int) -> dict[str, Any]:
 
     import uvloop
 
+    # The event loop's lag, seen from a process of its own (this one is busy reading 1,000
+    # streams): a GET /health every 50 ms meanwhile.
+    prober = subprocess.Popen(
+        [sys.executable, __file__, "--probe", str(gw.port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     out = uvloop.run(main())
+    probes = json.loads(prober.communicate(b"stop\n")[0])
+    out["health_probe_ms_p50"] = round(pct(probes, 50) * 1000, 2)
+    out["health_probe_ms_p99"] = round(pct(probes, 99) * 1000, 2)
+    out["health_probe_ms_max"] = round(max(probes) * 1000, 2)
     out["rss_mb_before"] = rss0
     out["rss_mb_peak"] = max(peak)
     out["rss_kb_per_open_stream"] = round((max(peak) - rss0) * 1024 / streams, 1)
@@ -343,7 +338,7 @@ def spawn_litellm(tmp: Path, upstream_port: int) -> Proc:
 # --- main --------------------------------------------------------------------------------------
 
 
-def run(quick: bool, slow: int, litellm: bool) -> dict[str, Any]:
+def run(quick: bool, slow: int, litellm: bool, relay: bool = True) -> dict[str, Any]:
     rounds = 3 if quick else 5
     streams = CONNECTIONS * (3 if quick else 8)
     requests = 3000 if quick else 10000
@@ -376,6 +371,9 @@ def run(quick: bool, slow: int, litellm: bool) -> dict[str, Any]:
             targets.append(Target("litellm", lite.port, UPSTREAM_MODEL, proc=lite))
         two = Target("gw-2w", gw2.port, "openclaw", proc=gw2)
 
+        if not relay:
+            result["slow_streams"] = slow_streams(tmp, procs, slow)
+            return result
         print("streams (c=32, 200 tokens) ...", flush=True)
         for t in targets:
             stream_round(t, CONNECTIONS)  # warm-up
@@ -463,14 +461,41 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def probe(port: int) -> None:
+    """``GET /health`` every 50 ms on a keep-alive connection until stdin has a line; prints
+    the latencies (seconds) as JSON."""
+    import threading
+
+    from clients import Conn
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    conn = Conn(port)
+    request = build_request("GET", "/health", None, port, auth=False)
+    times = []
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        conn.request(request)
+        times.append(time.perf_counter() - t0)
+        stop.wait(0.05)
+    print(json.dumps(times))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        probe(int(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--slow-streams", type=int, default=1000, help="0 skips that part")
     parser.add_argument("--litellm", action="store_true")
+    parser.add_argument("--slow-only", action="store_true", help="only the slow streams")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    result = run(args.quick, args.slow_streams, args.litellm)
+    result = run(args.quick, args.slow_streams, args.litellm, relay=not args.slow_only)
+    if args.slow_only:
+        print("slow streams:", result["slow_streams"])
+        return
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))
     for section in ("streams", "throughput"):
