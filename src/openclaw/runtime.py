@@ -39,7 +39,10 @@ class Runtime:
         self.config = config
         self.state_dir = state_dir
         self.agents = AgentRegistry(config, state_dir)
-        self.providers = ProviderRegistry(config, state_dir, instances=providers)
+        self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))
+        self.providers = ProviderRegistry(
+            config, state_dir, instances=providers, redact=self.redactor
+        )
         if config.agents.defaults.model is not None:
             for ref in (
                 config.agents.defaults.model.primary,
@@ -62,7 +65,6 @@ class Runtime:
                 self.providers.check_ref(entry.embeddings.model, f"agents.list[{i}].embeddings")
         self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
         self.bus = EventBus()
-        self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))
         self.toolbox = Toolbox(
             config, self.agents, self.store, state_dir, self.redactor, self.providers
         )

@@ -80,7 +80,10 @@ def test_json5_with_comments_trailing_commas_and_unquoted_keys(tmp_path: Path) -
             "gateway.http.endpoints.chatCompletions.enabled: input should be a valid boolean",
         ),
         ({"agents": {"list": [{"name": "x"}]}}, "agents.list[0].id: required"),
-        ({"agents": {"defaults": {"model": "gpt"}}}, 'expected "<provider>/<model>", got "gpt"'),
+        (
+            {"agents": {"defaults": {"model": "gpt"}}},
+            'agents.defaults.model.primary: expected "<provider>/<model>"',
+        ),
         (
             {"models": {"providers": {"p": {"api": "openai-completions"}}}},
             'models.providers.p: "baseUrl" is required for api "openai-completions"',

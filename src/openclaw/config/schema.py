@@ -53,11 +53,13 @@ class TrustedProxyConfig(_Model):
     @field_validator("addresses")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
+        for i, item in enumerate(value):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"not an address or CIDR: {item!r}") from None
+                # The value itself is not repeated: a secret pasted in the wrong field would
+                # end up in the start-up error.
+                raise ValueError(f"item {i} is not an address or CIDR") from None
         return value
 
 
@@ -195,7 +197,8 @@ class ModelRef(_Model):
         for ref in [value] if isinstance(value, str) else value:
             provider, _, model = ref.partition("/")
             if not provider or not model:
-                raise ValueError(f'expected "<provider>/<model>", got "{ref}"')
+                # Not quoting the value: it may be a key pasted in the wrong field.
+                raise ValueError('expected "<provider>/<model>"')
         return value
 
 
@@ -218,7 +221,7 @@ class EmbeddingsConfig(_Model):
         if value is not None:
             provider, sep, model = value.partition("/")
             if not sep or not provider or not model:
-                raise ValueError(f'expected "<provider>/<model>", got {value!r}')
+                raise ValueError('expected "<provider>/<model>"')
         return value
 
 

@@ -32,7 +32,9 @@ from openclaw.providers.base import (
 from openclaw.providers.errors import (
     error_fields,
     malformed,
+    not_an_event_stream,
     raise_for_response,
+    text_field,
     upstream_error,
     upstream_errors,
 )
@@ -183,7 +185,9 @@ class AnthropicProvider(HttpProviderBase):
             async with self.session.post(self._url, data=body, headers=self._headers) as resp:
                 await raise_for_response(resp, label)
                 state = _MessageStream(label)
+                seen = False
                 async for event, data in sse_data(resp.content):
+                    seen = True
                     try:
                         payload: Any = orjson.loads(data)
                     except orjson.JSONDecodeError:
@@ -192,6 +196,8 @@ class AnthropicProvider(HttpProviderBase):
                         yield item
                     if state.done:
                         break
+                if not seen and resp.content_type != "text/event-stream":
+                    raise not_an_event_stream(label, resp.content_type)
                 for item in state.end():
                     yield item
 
@@ -232,14 +238,17 @@ class _MessageStream:
 
     def _block_delta(self, payload: Any) -> list[ProviderEvent]:
         delta = payload.get("delta") or {}
-        if delta.get("type") == "text_delta" and delta.get("text"):
-            return [TextDelta(delta["text"])]
+        text = text_field(delta.get("text")) if delta.get("type") == "text_delta" else None
+        if text:
+            return [TextDelta(text)]
         if delta.get("type") != "input_json_delta":
             return []
         block = int(payload.get("index", 0))
         if block in self.tool_index:
             return [
-                ToolCallDelta(self.tool_index[block], None, None, delta.get("partial_json") or "")
+                ToolCallDelta(
+                    self.tool_index[block], None, None, text_field(delta.get("partial_json")) or ""
+                )
             ]
         return []
 
@@ -249,7 +258,7 @@ class _MessageStream:
             return []
         block = int(payload.get("index", 0))
         index = self.tool_index[block] = len(self.tool_index)
-        return [ToolCallDelta(index, info.get("id"), info.get("name"), "")]
+        return [ToolCallDelta(index, text_field(info.get("id")), text_field(info.get("name")), "")]
 
     def _message_start(self, payload: Any) -> list[ProviderEvent]:
         usage = (payload.get("message") or {}).get("usage") or {}

@@ -181,3 +181,24 @@ async def raise_for_response(resp: aiohttp.ClientResponse, label: str) -> None:
 
 def malformed(label: str, what: str = "event") -> UpstreamError:
     return UpstreamError(f"{label}: malformed {what} from the upstream")
+
+
+def text_field(value: Any) -> str | None:
+    """A text field of an upstream's answer (content, finish reason, a call's id, name or
+    arguments): a string, or None when absent.  Anything else is a TypeError, which the
+    providers report as a malformed answer (a 502, or the stream's error event).  (Handed on,
+    a number or a list broke the run far from here: relayed to the client as is, then a 500
+    with a traceback, and the partial turn was lost.)"""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def not_an_event_stream(label: str, content_type: str) -> UpstreamError:
+    """A 200 to a streamed call that carried no event and is not an event stream (a proxy's
+    HTML page, a JSON body from a server that ignored ``stream``): said as such, rather than
+    as a stream that "ended early"."""
+    return UpstreamError(
+        f"{label}: the upstream answered with {content_type or 'no content type'}, "
+        "not an event stream"
+    )

@@ -33,7 +33,9 @@ from openclaw.providers.base import (
 from openclaw.providers.errors import (
     error_fields,
     malformed,
+    not_an_event_stream,
     raise_for_response,
+    text_field,
     upstream_error,
     upstream_errors,
 )
@@ -162,21 +164,27 @@ def _usage(data: Any) -> Usage | None:
 
 
 def _chunk_events(chunk: dict[str, Any]) -> tuple[list[ProviderEvent], str | None]:
-    """The events of one streamed chunk and its finish reason, if any."""
+    """The events of one streamed chunk and its finish reason, if any (TypeError, ValueError
+    and the like for a chunk of the wrong shape: the caller reports it as malformed)."""
     events: list[ProviderEvent] = []
     reason = None
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        content = delta.get("content")
+        content = text_field(delta.get("content"))
         if content:
             events.append(TextDelta(content))
         for call in delta.get("tool_calls") or ():
             fn = call.get("function") or {}
             index = int(call.get("index", 0))
             events.append(
-                ToolCallDelta(index, call.get("id"), fn.get("name"), fn.get("arguments") or "")
+                ToolCallDelta(
+                    index,
+                    text_field(call.get("id")),
+                    text_field(fn.get("name")),
+                    text_field(fn.get("arguments")) or "",
+                )
             )
-        reason = choice.get("finish_reason") or reason
+        reason = text_field(choice.get("finish_reason")) or reason
     usage = _usage(chunk.get("usage"))
     if usage is not None:
         events.append(usage)
@@ -255,12 +263,18 @@ class OpenAICompatProvider(HttpProviderBase):
         try:
             data = orjson.loads(body)
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            text = text_field(choice["message"].get("content")) or ""
             calls = choice["message"].get("tool_calls") or ()
             deltas = [
-                ToolCallDelta(i, c.get("id"), c["function"]["name"], c["function"]["arguments"])
+                ToolCallDelta(
+                    i,
+                    text_field(c.get("id")),
+                    text_field(c["function"]["name"]),
+                    text_field(c["function"]["arguments"]) or "",
+                )
                 for i, c in enumerate(calls)
             ]
+            finish = text_field(choice.get("finish_reason")) or "stop"
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise malformed(label, "response") from None
         events: list[ProviderEvent] = []
@@ -270,14 +284,16 @@ class OpenAICompatProvider(HttpProviderBase):
         usage = _usage(data.get("usage"))
         if usage is not None:
             events.append(usage)
-        events.append(Finished(_FINISH.get(choice.get("finish_reason") or "stop", "stop")))
+        events.append(Finished(_FINISH.get(finish, "stop")))
         return events
 
     async def _events(
         self, resp: aiohttp.ClientResponse, label: str
     ) -> AsyncIterator[ProviderEvent]:
         finish: StopReason | None = None
+        seen = False
         async for _, data in sse_data(resp.content):
+            seen = True
             if data == b"[DONE]":
                 break
             try:
@@ -299,6 +315,8 @@ class OpenAICompatProvider(HttpProviderBase):
             for event in events:
                 yield event
         else:
+            if not seen and resp.content_type != "text/event-stream":
+                raise not_an_event_stream(label, resp.content_type)
             # The body ended without [DONE]: a dropped stream, not a finished answer.
             if finish is None:
                 raise UpstreamError(

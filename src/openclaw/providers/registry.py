@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from openclaw.config.schema import Config, ProviderConfig
 from openclaw.errors import (
     ConfigError,
     ContextTooLongError,
+    OpenClawError,
     UpstreamBadRequestError,
     UpstreamError,
     UpstreamRateLimitError,
@@ -57,8 +58,13 @@ class ProviderRegistry:
         state_dir: Path,
         *,
         instances: Mapping[str, Provider] | None = None,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
-        """``instances`` supplies ready-made providers by name (the seam tests use)."""
+        """``instances`` supplies ready-made providers by name (the seam tests use); ``redact``
+        masks secrets in what upstreams say in their errors (a provider's 401 may quote the
+        key it was sent): every provider error passes through here before it is logged,
+        stored or answered."""
+        self._redact = redact
         self._configs = dict(config.models.providers)
         if d.LOCAL_PROVIDER not in self._configs:
             self._configs[d.LOCAL_PROVIDER] = ProviderConfig(api="local-gguf")
@@ -101,6 +107,7 @@ class ProviderRegistry:
             try:
                 return await provider.embed(model, inputs, dimensions)
             except UpstreamError as exc:
+                self._mask(exc)
                 delay = _retry_delay(exc, attempt, cfg.max_retries)
                 if delay is None:
                     raise
@@ -110,6 +117,12 @@ class ProviderRegistry:
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _mask(self, exc: OpenClawError) -> None:
+        masked = self._redact(exc.message)
+        if masked != exc.message:
+            exc.message = masked
+            exc.args = (masked,)
 
     async def stream(
         self, refs: Sequence[str], request: ModelRequest, *, deltas: bool
@@ -128,6 +141,7 @@ class ProviderRegistry:
                         yield ref, event
                     return
                 except (UpstreamError, ContextTooLongError) as exc:
+                    self._mask(exc)
                     if started:
                         raise
                     last = exc

@@ -164,15 +164,18 @@ class SseStream:
         self._relaying = True
         try:
             while True:
-                if queue.empty():
-                    await self._flush()  # what was held goes out before waiting
+                if queue.empty() and self._held:
+                    # What was held goes out before waiting.  (Nothing held: nothing is sent, so
+                    # a run failing before its first token still gets a plain JSON error.)
+                    await self._flush()
                 item = await queue.get()
                 last = loop.time()
                 if item is _KEEPALIVE:
                     await self._flush(b"" if not self.started else KEEPALIVE)
                     continue
                 if isinstance(item, BaseException):
-                    await self._flush()
+                    if self._held:
+                        await self._flush()
                     raise item
                 yield item
         finally:
