@@ -89,8 +89,7 @@ def create_app(
         fast[("POST", "/v1/responses")] = responses
         routes += [
             Route("/v1/responses", responses, methods=["POST"]),
-            Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
-            Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}", responses.stored, methods=["GET", "DELETE"]),
             Route(
                 "/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]
             ),

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from openclaw.errors import InvalidRequestError
+from openclaw.gateway.body import check_integers
 
 Number = Annotated[float, Field(strict=True)]
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
@@ -219,6 +220,8 @@ def request_error(exc: ValidationError) -> InvalidRequestError:
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        req = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
         raise request_error(exc) from None
+    check_integers(body, req)
+    return req

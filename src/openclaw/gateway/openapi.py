@@ -3,8 +3,11 @@ at start-up for the endpoints that are on.
 
 Request bodies are the JSON schemas of the very models the endpoints validate with; responses are
 described by the models below, which follow what the endpoints send (a test checks real
-responses against this document, so the two cannot drift apart).  No auth, no secrets: it says
-what the API is, not how this gateway is configured.
+responses against this document, so the two cannot drift apart, and Schemathesis sends it
+thousands of generated requests: ``tests/e2e/test_schemathesis.py``).  A ``text/event-stream``
+is described event by event, as OpenAPI 3.2 describes sequential media: the event's fields, its
+``data`` JSON text with a ``contentSchema``.  No auth, no secrets: it says what the API is, not
+how this gateway is configured.
 """
 
 from __future__ import annotations
@@ -211,10 +214,13 @@ class ResponseObject(_Doc):
 
 
 class ResponseStreamEvent(_Doc):
-    """One ``event:`` / ``data:`` pair of a Responses stream (no ``[DONE]`` at the end)."""
+    """The JSON of one ``data:`` line of a Responses stream (no ``[DONE]`` at the end); the
+    ``response.created``/``in_progress``/``completed``/``incomplete``/``failed`` events carry
+    the response object as it stands."""
 
     type: str
     sequence_number: int
+    response: ResponseObject | None = None
 
 
 class ResponseDeleted(_Doc):
@@ -280,31 +286,96 @@ def _json(name: str, description: str = "") -> dict[str, Any]:
     }
 
 
-_ERRORS = {
-    code: _json("ErrorResponse", text)
-    for code, text in (
-        ("400", "Bad request"),
-        ("401", "Missing or wrong credentials"),
-        ("404", "Not found"),
-        ("429", "Too many failed attempts, or the upstream's rate limit"),
-        ("502", "The model failed"),
-        ("503", "Busy, or the session store is unavailable"),
-        ("504", "The run timed out"),
-    )
+_WHY = {
+    "400": "Bad request",
+    "401": "Missing or wrong credentials",
+    "403": "Refused without credentials: a cross-site request, or a non-loopback host name "
+    "(auth mode none)",
+    "404": "Not found",
+    "408": "The request body did not arrive in time",
+    "413": "The request body is too large",
+    "429": "Too many failed attempts, or the upstream's rate limit",
+    "502": "The model failed",
+    "503": "Busy, or the session store is unavailable",
+    "504": "The run timed out",
 }
+# Every operation behind the gateway secret may answer these (the auth check comes first).
+_AUTH = ("401", "403", "429")
+# And every one that reads a body these.
+_BODY = ("400", "408", "413")
 
 
-def _post(summary: str, request: str, ok: dict[str, Any]) -> dict[str, Any]:
+def _errors(*codes: str, schema: str = "ErrorResponse") -> dict[str, Any]:
+    return {code: _json(schema, _WHY[code]) for code in sorted({*_AUTH, *codes})}
+
+
+def _body(schema: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": _ref(schema),
+                "examples": {name: {"value": value} for name, value in examples.items()},
+            }
+        },
+    }
+
+
+def _post(
+    operation_id: str,
+    summary: str,
+    request: dict[str, Any],
+    ok: dict[str, Any],
+    *codes: str,
+) -> dict[str, Any]:
     return {
         "post": {
+            "operationId": operation_id,
             "summary": summary,
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref(request)}},
-            },
-            "responses": {"200": ok, **_ERRORS},
+            "requestBody": request,
+            "responses": {"200": ok, **_errors(*_BODY, *codes)},
         }
     }
+
+
+def _sse_event(data: dict[str, Any], description: str) -> dict[str, Any]:
+    """One server-sent event as OpenAPI describes the items of ``text/event-stream`` (its
+    fields; ``event`` is ``message`` when the stream names none), ``data`` being JSON."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": data,
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def _json_text(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+# A chat completions stream: chunks, an error object if the run fails after the stream started,
+# then the literal ``[DONE]``.
+_CHAT_SSE = _sse_event(
+    {
+        "anyOf": [
+            {"const": "[DONE]"},
+            _json_text({"anyOf": [_ref("ChatCompletionChunk"), _ref("ErrorResponse")]}),
+        ]
+    },
+    "One event of a chat completions stream: a chunk, an error after the stream started, or "
+    "`[DONE]` (the last).",
+)
+# A Responses stream: typed events (``event:`` is the ``type`` of its data), no ``[DONE]``.
+_RESPONSES_SSE = _sse_event(
+    _json_text(_ref("ResponseStreamEvent")),
+    "One event of a Responses stream (`event:` names its `type`; a failure after the stream "
+    "started is `response.failed`).",
+)
 
 
 def _streamed(json_name: str, event_name: str) -> dict[str, Any]:
@@ -317,8 +388,89 @@ def _streamed(json_name: str, event_name: str) -> dict[str, Any]:
     }
 
 
+_QUESTION = "What is the capital of France?"
+_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+_CHAT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "simple": {"model": "openclaw", "messages": [{"role": "user", "content": _QUESTION}]},
+    "streamed": {
+        "model": "openclaw/main",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Tell me a story."},
+        ],
+    },
+    "client tools": {
+        "model": "openclaw",
+        "user": "alice",
+        "tools": [{"type": "function", "function": _TOOL}],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    },
+}
+_RESPONSES_EXAMPLES: dict[str, dict[str, Any]] = {
+    "simple": {"model": "openclaw", "instructions": "Be brief.", "input": _QUESTION},
+    "streamed": {"model": "openclaw", "input": "Tell me a story.", "stream": True},
+    "items": {
+        "model": "openclaw/main",
+        "tools": [{"type": "function", **_TOOL}],
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]}
+        ],
+        "max_output_tokens": 200,
+        "metadata": {"ticket": "42"},
+    },
+}
+
+# What a stored response's ``id`` leads to (for clients and tools that follow links).
+_STORED_RESPONSE_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {"response_id": "$response.body#/id"},
+        "description": "With `store` (the default), the response is kept under its `id`.",
+    }
+    for name, operation in (
+        ("GetResponse", "getResponse"),
+        ("ListInputItems", "listInputItems"),
+        ("DeleteResponse", "deleteResponse"),
+    )
+}
+
+
 def _response_id() -> list[dict[str, Any]]:
     return [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _input_items_query() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "Items per page",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+        {
+            "name": "order",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
+        },
+        {
+            "name": "after",
+            "in": "query",
+            "description": "The page starts after this item id",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "before",
+            "in": "query",
+            "description": "The page ends before this item id",
+            "schema": {"type": "string"},
+        },
+    ]
 
 
 def document(config: Config) -> dict[str, Any]:
@@ -330,6 +482,7 @@ def document(config: Config) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {
             "get": {
+                "operationId": "health",
                 "summary": "Liveness (no auth)",
                 "security": [],
                 "responses": {"200": _json("Health")},
@@ -337,62 +490,80 @@ def document(config: Config) -> dict[str, Any]:
         },
         "/tools/invoke": {
             "post": {
+                "operationId": "invokeTool",
                 "summary": "Run one of an agent's tools",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("InvokeBody")}},
-                },
+                "requestBody": _body(
+                    "InvokeBody",
+                    {
+                        "search": {"tool": "memory_search", "args": {"query": "wifi password"}},
+                        "dry run": {"tool": "read", "args": {"path": "notes.md"}, "dryRun": True},
+                    },
+                ),
                 "responses": {
                     "200": _json("InvokeResult"),
-                    **{
-                        code: _json("InvokeError", why)
-                        for code, why in (
-                            ("400", "Bad input"),
-                            ("401", "Missing or wrong credentials"),
-                            ("404", "Unknown tool, or not allowed over HTTP"),
-                        )
-                    },
+                    **_errors(*_BODY, "503", schema="InvokeError"),
+                    "404": _json("InvokeError", "Unknown tool, or not allowed over HTTP"),
                 },
             }
         },
     }
     if endpoints.chat_completions.enabled:
         paths["/v1/chat/completions"] = _post(
+            "createChatCompletion",
             "An agent run, OpenAI Chat Completions",
-            "ChatCompletionRequest",
-            _streamed("ChatCompletion", "ChatCompletionChunk"),
+            _body("ChatCompletionRequest", _CHAT_EXAMPLES),
+            _streamed("ChatCompletion", "ChatCompletionsSseEvent"),
+            "404",
+            "502",
+            "503",
+            "504",
         )
     if endpoints.responses.enabled:
+        created = _streamed("ResponseObject", "ResponsesSseEvent")
+        created["links"] = _STORED_RESPONSE_LINKS
         paths["/v1/responses"] = _post(
+            "createResponse",
             "An agent run, OpenAI Responses API",
-            "CreateResponse",
-            _streamed("ResponseObject", "ResponseStreamEvent"),
+            _body("CreateResponse", _RESPONSES_EXAMPLES),
+            created,
+            "404",
+            "502",
+            "503",
+            "504",
         )
         paths["/v1/responses/{response_id}"] = {
             "get": {
+                "operationId": "getResponse",
                 "summary": "A stored response",
                 "parameters": _response_id(),
-                "responses": {"200": _json("ResponseObject"), "404": _ERRORS["404"]},
+                "responses": {"200": _json("ResponseObject"), **_errors("404", "503")},
             },
             "delete": {
+                "operationId": "deleteResponse",
                 "summary": "Delete a stored response",
                 "parameters": _response_id(),
-                "responses": {"200": _json("ResponseDeleted"), "404": _ERRORS["404"]},
+                "responses": {"200": _json("ResponseDeleted"), **_errors("404", "503")},
             },
         }
         paths["/v1/responses/{response_id}/input_items"] = {
             "get": {
+                "operationId": "listInputItems",
                 "summary": "A stored response's input items",
-                "parameters": _response_id(),
-                "responses": {"200": _json("InputItemList"), "404": _ERRORS["404"]},
+                "parameters": _response_id() + _input_items_query(),
+                "responses": {"200": _json("InputItemList"), **_errors("400", "404", "503")},
             }
         }
     if endpoints.chat_completions.enabled or endpoints.responses.enabled:
         paths["/v1/models"] = {
-            "get": {"summary": "The agents as models", "responses": {"200": _json("ModelList")}}
+            "get": {
+                "operationId": "listModels",
+                "summary": "The agents as models",
+                "responses": {"200": _json("ModelList"), **_errors()},
+            }
         }
         paths["/v1/models/{model_id}"] = {
             "get": {
+                "operationId": "retrieveModel",
                 "summary": "One agent as a model",
                 "parameters": [
                     {
@@ -400,15 +571,27 @@ def document(config: Config) -> dict[str, Any]:
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
+                        "example": "openclaw/main",
                     }
                 ],
-                "responses": {"200": _json("Model"), "400": _ERRORS["400"], "404": _ERRORS["404"]},
+                "responses": {"200": _json("Model"), **_errors("400", "404")},
             }
         }
         paths["/v1/embeddings"] = _post(
+            "createEmbedding",
             "Embeddings from an agent's embedding model",
-            "EmbeddingsRequest",
+            _body(
+                "EmbeddingsRequest",
+                {
+                    "strings": {"model": "openclaw", "input": ["first text", "second text"]},
+                    "base64": {"model": "openclaw", "input": "a text", "encoding_format": "base64"},
+                },
+            ),
             _json("EmbeddingList"),
+            "404",
+            "502",
+            "503",
+            "504",
         )
     return {
         "openapi": "3.1.0",
@@ -421,7 +604,11 @@ def document(config: Config) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": defs["$defs"],
+            "schemas": {
+                **defs["$defs"],
+                "ChatCompletionsSseEvent": _CHAT_SSE,
+                "ResponsesSseEvent": _RESPONSES_SSE,
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

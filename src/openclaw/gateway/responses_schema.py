@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from openclaw.errors import InvalidRequestError
+from openclaw.gateway.body import check_integers
 
 Number = Annotated[float, Field(strict=True)]
 
@@ -239,6 +240,8 @@ def request_error(exc: ValidationError) -> InvalidRequestError:
 
 def parse_request(body: bytes) -> CreateResponse:
     try:
-        return CreateResponse.model_validate_json(body)
+        req = CreateResponse.model_validate_json(body)
     except ValidationError as exc:
         raise request_error(exc) from None
+    check_integers(body, req)
+    return req

@@ -183,6 +183,13 @@ class ResponsesEndpoint:
             raise _not_found(rid)
         return stored
 
+    async def stored(self, request: Request) -> Response:
+        """``/v1/responses/{id}``: GET reads, DELETE removes (one route, so that a 405 there
+        names both in its ``Allow``)."""
+        if request.method == "DELETE":
+            return await self.delete(request)
+        return await self.retrieve(request)
+
     async def retrieve(self, request: Request) -> Response:
         stored = await self._stored(request)
         return Response(stored.body, media_type="application/json")
