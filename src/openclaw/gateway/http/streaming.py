@@ -168,7 +168,8 @@ class SseStream:
                     # What was held goes out before waiting.  (Nothing held: nothing is sent, so
                     # a run failing before its first token still gets a plain JSON error.)
                     await self._flush()
-                item = await queue.get()
+                # Without a coroutine when something is already there (most items under load).
+                item = queue.get_nowait() if not queue.empty() else await queue.get()
                 last = loop.time()
                 if item is _KEEPALIVE:
                     await self._flush(b"" if not self.started else KEEPALIVE)
@@ -196,7 +197,10 @@ async def _produce(
         async with contextlib.aclosing(events) as stream:
             async for item in stream:
                 if isinstance(item, shown):
-                    await queue.put(item)
+                    if queue.full():
+                        await queue.put(item)
+                    else:
+                        queue.put_nowait(item)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
