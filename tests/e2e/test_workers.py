@@ -163,3 +163,19 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(")") + 2] == "Z"
+
+
+def test_sigterm_to_every_process_as_systemd_sends_it_still_drains(
+    upstream: FakeUpstream, spawn
+) -> None:
+    """systemd signals every process of the unit: workers leave signals to the supervisor, so
+    the second SIGTERM a worker would otherwise get does not force it out."""
+    gw = spawn(two_workers(upstream))
+    workers = workers_of(gw)
+    gw.proc.send_signal(signal.SIGTERM)
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    assert gw.proc.wait(30) == 0
+    assert "forcing exit" not in gw.log and "killing the workers" not in gw.log
+    assert gw.log.count("stopping (stdin closed") == 2
+    assert "gateway stopped" in gw.log

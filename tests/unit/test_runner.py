@@ -288,3 +288,26 @@ async def test_retention_prunes_old_ephemeral_sessions_only(tmp_path: Path) -> N
     with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
         (lines,) = db.execute("SELECT COUNT(*) FROM ephemeral_turns").fetchone()
     assert lines == 2  # a row per kept turn: the pruned sessions' rows went with them
+
+
+async def test_a_deadline_whose_step_swallows_the_cancel_times_out_cleanly() -> None:
+    """The deadline's cancel is taken back once whatever the step does with it, so the task
+    is not left marked cancelling (later timeouts and reaps would misread it)."""
+    from openclaw.agents.runner import _DeadlineGuard
+
+    async def swallows() -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return 1
+        return 0
+
+    task = asyncio.current_task()
+    assert task is not None
+    guard = _DeadlineGuard(asyncio.get_running_loop().time() + 0.01)
+    with pytest.raises(TimeoutError):
+        await guard.wait(swallows())
+    assert task.cancelling() == 0
+    with pytest.raises(TimeoutError):  # past the deadline: at once
+        await guard.wait(asyncio.sleep(0))
+    guard.close()

@@ -18,7 +18,14 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -196,16 +203,33 @@ class _DeadlineGuard:
 
     async def wait(self, step: Awaitable[T]) -> T:
         if self._expired:
+            if isinstance(step, Coroutine):
+                step.close()  # never awaited: closed, not left to warn
             raise TimeoutError()
         self._waiting = True
         try:
-            return await step
+            result = await step
         except asyncio.CancelledError:
-            if self._cancelled and self._task is not None and self._task.uncancel() == 0:
+            if self._consume_cancel():
+                raise TimeoutError() from None
+            raise
+        except BaseException:
+            if self._consume_cancel():  # the step swallowed our cancel and failed otherwise
                 raise TimeoutError() from None
             raise
         finally:
             self._waiting = False
+        if self._consume_cancel():  # the step swallowed our cancel and returned
+            raise TimeoutError()
+        return result
+
+    def _consume_cancel(self) -> bool:
+        """Whether the deadline cancelled the task (taken back once: ``uncancel``), so that the
+        task is not left marked cancelling; False when someone else cancels it too."""
+        if not self._cancelled or self._task is None:
+            return False
+        self._cancelled = False
+        return self._task.uncancel() == 0
 
     def close(self) -> None:
         self._handle.cancel()

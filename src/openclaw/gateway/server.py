@@ -54,9 +54,14 @@ class GatewayServer(uvicorn.Server):
     """uvicorn's server, but a signal ends in a clean exit (status 0, a last log line) rather
     than uvicorn re-raising it after shutdown; a second signal forces the exit."""
 
-    def __init__(self, config: uvicorn.Config, runner: AgentRunner | None = None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runner: AgentRunner | None = None, *, signals: bool = True
+    ) -> None:
         super().__init__(config)
         self.runner = runner
+        # A worker leaves signals to its supervisor (under systemd both would get SIGTERM, and
+        # a second one forces the exit): it stops when told on stdin.
+        self.signals = signals
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, give runs on every door (WebSocket ones too, which uvicorn would close
@@ -72,6 +77,9 @@ class GatewayServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if not self.signals:
+            yield
+            return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -181,6 +189,7 @@ async def serve(
     state_dir: Path | None = None,
     sock: socket.socket | None = None,
     on_started: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Start the gateway in the foreground until SIGINT/SIGTERM (or ``should_exit``).  A worker
     is given its listening socket and says it has started instead of the start-up line."""
@@ -188,7 +197,14 @@ async def serve(
         raise_open_file_limit()
     app = create_app(config, state_dir=state_dir)
     gw: GatewayState = app.state.gateway
-    server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner)
+    server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner, signals=stop is None)
+    if stop is not None:
+
+        async def stop_when_told() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        stopper = asyncio.create_task(stop_when_told())
 
     async def serve_until_done() -> None:
         try:
@@ -209,6 +225,8 @@ async def serve(
             on_started()
         tune_gc()
     await task
+    if stop is not None:
+        stopper.cancel()
     if not server.started:
         raise SystemExit(1)
     if on_started is None:

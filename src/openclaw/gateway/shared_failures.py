@@ -55,7 +55,7 @@ class SharedFailures:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._refresher
         await self._io.submit(self._close)
         self._io.stop()
@@ -86,7 +86,7 @@ class SharedFailures:
             try:
                 for addr, until in await self._io.submit(self._lockouts):
                     self._apply(addr, until)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # never stop propagating lockouts for one bad read
                 log.warning("could not read lockouts of other workers", exc_info=exc)
 
     # --- on the thread ------------------------------------------------------------------------
@@ -124,7 +124,11 @@ class SharedFailures:
             ).fetchone()
             if count < self._max:
                 return None
-            until = now + max(self._lockout, 0.001)
+            # As the local limiter: a zero lockout still blocks until the oldest failure
+            # leaves the window.
+            first = "SELECT min(at) FROM failures WHERE addr = ?"
+            (oldest,) = db.execute(first, (addr,)).fetchone()
+            until = now + max(self._lockout, self._window - (now - float(oldest)), 0.001)
             db.execute("DELETE FROM failures WHERE addr = ?", (addr,))
             db.execute(
                 "INSERT INTO lockouts (addr, until) VALUES (?, ?) "

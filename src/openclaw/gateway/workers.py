@@ -3,15 +3,19 @@
 The supervisor (this process) binds one listening socket per worker on the port with
 ``SO_REUSEPORT`` (the kernel spreads connections over them by address hash; one shared accept
 queue would let whichever worker is awake take most) and starts N ``openclaw gateway worker``
-processes, each inheriting its socket.  A dead worker's socket is closed with it (connections
-waiting in its queue are reset, new ones go to the others) and a fresh one given to its
-replacement. Each worker is a whole gateway: its own event loop, runner and store connections over
+processes, each inheriting its socket; the supervisor keeps no copy (a listening socket nobody
+accepts on would take its share of new connections during a shutdown or a restart), so a dead
+worker's queue goes with it and its replacement binds a fresh one.
+
+Each worker is a whole gateway: its own event loop, runner and store connections over
 the shared state dir. What must hold across them is in the store and the lock file: a session's
 runs go one at a time (``sessions.lease``), the failed-auth limit counts every worker's
 failures (``gateway.shared_failures``). A worker gets its config on stdin (secrets never in its
-arguments or environment) and stops when stdin closes, so workers never outlive a killed
-supervisor. A worker that dies is started again; SIGTERM/SIGINT stop every worker gracefully
-(a second signal kills them).
+arguments or environment) and stops gracefully when stdin closes: that is how the supervisor
+stops it, and why workers never outlive a killed supervisor. Workers ignore SIGTERM/SIGINT
+(under systemd every process of the unit gets the signal; a second one would force an exit):
+the supervisor takes them, closes every worker's stdin, and kills them on a second signal. A
+worker that dies is started again.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ log = get_logger("gateway")
 
 BACKLOG = 2048
 START_TIMEOUT_SECONDS = 120
-# A worker dying before it serves (a crash loop, e.g. a broken model file) is restarted after
-# a growing delay; one that served is restarted at once.
+# A worker dying before it serves, or soon after (a crash loop: a broken model file, a request
+# that kills it and is retried), is restarted after a growing delay; others at once.
+QUICK_DEATH_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 10.0
 STDIN = 0
 
@@ -52,7 +57,7 @@ class Worker:
     index: int
     proc: subprocess.Popen[bytes]
     quick_deaths: int = 0
-    serving: bool = False
+    serving_since: float | None = None
 
 
 def listening_socket(config: Config, port: int) -> socket.socket:
@@ -77,7 +82,7 @@ class Supervisor:
         self.config = config
         self.state_dir = state_dir
         self.port: int = first.getsockname()[1]
-        self.sockets = {0: first}
+        self._first: socket.socket | None = first
         self.count = config.gateway.worker_count()
         # Workers write a byte here once they serve.
         self._ready_r, self._ready_w = os.pipe()
@@ -90,9 +95,13 @@ class Supervisor:
         self.killing = False
 
     def spawn(self, index: int, quick_deaths: int = 0) -> None:
-        sock = self.sockets.get(index)
-        if sock is None:
-            sock = self.sockets[index] = listening_socket(self.config, self.port)
+        sock, self._first = self._first or listening_socket(self.config, self.port), None
+        try:
+            self._spawn(index, sock, quick_deaths)
+        finally:
+            sock.close()  # the worker has its own
+
+    def _spawn(self, index: int, sock: socket.socket, quick_deaths: int) -> None:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -114,10 +123,15 @@ class Supervisor:
             process_group=0,
             env={**os.environ, "OPENCLAW_STATE_DIR": str(self.state_dir)},
         )
+        worker = self.workers[index] = Worker(index, proc, quick_deaths=quick_deaths)
         assert proc.stdin is not None
-        proc.stdin.write(self._config_line)
-        proc.stdin.flush()  # kept open: its end tells the worker the supervisor is gone
-        self.workers[index] = Worker(index, proc, quick_deaths=quick_deaths)
+        try:
+            proc.stdin.write(self._config_line)
+            proc.stdin.flush()  # kept open: its end tells the worker to stop
+        except OSError:
+            pass  # it died first: restarted like any dead worker
+        if self.stopping:  # a signal came while it was starting
+            self._close_stdin(worker)
 
     def wait_ready(self) -> bool:
         """Until every worker serves; False when one exits first or it takes too long."""
@@ -139,7 +153,7 @@ class Supervisor:
         indexes = os.read(self._ready_r, 256)
         for index in indexes:
             if index in self.workers:
-                self.workers[index].serving = True
+                self.workers[index].serving_since = time.monotonic()
         return len(indexes)
 
     def watch(self) -> None:
@@ -155,20 +169,29 @@ class Supervisor:
                 self._restart(index, worker, code)
 
     def _restart(self, index: int, worker: Worker, code: int) -> None:
-        quick = 0 if worker.serving else worker.quick_deaths + 1
+        served = worker.serving_since
+        lasted = served is not None and time.monotonic() - served >= QUICK_DEATH_SECONDS
+        quick = 0 if lasted else worker.quick_deaths + 1
         delay = min(MAX_RESTART_DELAY_SECONDS, 0.1 * 2**quick) if quick else 0.0
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        how = f"status {code}"
+        if code < 0:
+            try:
+                how = f"signal {signal.Signals(-code).name}"
+            except ValueError:  # a real-time signal has no name
+                how = f"signal {-code}"
         log.warning(
             f"worker {index} (pid {worker.proc.pid}) exited with {how}; starting it again"
             + (f" in {delay:.1f}s" if delay else ""),
         )
         self._close_stdin(worker)
-        # Its queue dies with it: new connections go to the others until the replacement binds.
-        self.sockets.pop(index).close()
         if delay:
             time.sleep(delay)  # the supervisor only supervises: nothing else waits on it
         if not self.stopping:
-            self.spawn(index, quick)
+            try:
+                self.spawn(index, quick)
+            except OSError as exc:  # no fork, no fd, the port: tried again next round
+                log.error(f"could not start worker {index}: {exc}")
+                worker.quick_deaths = quick
 
     def stop(self, sig: int) -> None:
         """A signal: the first stops the workers gracefully, a second kills them."""
@@ -183,7 +206,8 @@ class Supervisor:
             f"{-(-self.config.gateway.shutdown_timeout_ms // 1000)}s",
             extra={"signal": signal.Signals(sig).name},
         )
-        self._signal_all(signal.SIGTERM)
+        for worker in self.workers.values():
+            self._close_stdin(worker)  # a worker's order to stop gracefully
 
     def _signal_all(self, sig: int) -> None:
         for worker in self.workers.values():
@@ -205,8 +229,8 @@ class Supervisor:
                 worker.proc.stdin.close()
 
     def close(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
+        if self._first is not None:
+            self._first.close()
         os.close(self._ready_r)
         os.close(self._ready_w)
 
@@ -235,12 +259,15 @@ def supervise(config: Config, *, state_dir: Path | None = None) -> None:
         reason = (exc.strerror or str(exc)).lower()
         log.error(f"could not bind to {host}:{config.gateway.port}: {reason}")
         raise SystemExit(1) from None
+    url = socket_url(first)
     supervisor = Supervisor(config, state, first)
     handlers: dict[signal.Signals, signal._HANDLER] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         handlers[sig] = signal.signal(sig, lambda s, _: supervisor.stop(s))
     try:
         for index in range(supervisor.count):
+            if supervisor.stopping:
+                break
             supervisor.spawn(index)
         if not supervisor.wait_ready():
             if not supervisor.stopping:
@@ -248,7 +275,7 @@ def supervise(config: Config, *, state_dir: Path | None = None) -> None:
                 supervisor.stop(signal.SIGTERM)
             supervisor.wait_all()
             raise SystemExit(1)
-        log.info(listen_line([socket_url(first)], config, secret))
+        log.info(listen_line([url], config, secret))
         warn_if_unauthenticated(config)
         supervisor.watch()
         supervisor.wait_all()
@@ -275,21 +302,24 @@ async def serve_worker(config: Config, *, fd: int, ready_fd: int, index: int) ->
 
     sock = socket.socket(fileno=fd)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the supervisor's to handle
 
-    def supervisor_gone() -> None:
+    def told_to_stop() -> None:
         if not os.read(STDIN, 4096):
             loop.remove_reader(STDIN)
-            log.warning(f"worker {index}: the supervisor is gone; stopping")
-            os.kill(os.getpid(), signal.SIGTERM)
+            log.info(f"worker {index}: stopping (stdin closed by the supervisor, or it is gone)")
+            stop.set()
 
     def started() -> None:
         os.write(ready_fd, bytes([index]))
         os.close(ready_fd)
         log.info(f"worker {index} serving", extra={"pid": os.getpid()})
 
-    loop.add_reader(STDIN, supervisor_gone)
+    loop.add_reader(STDIN, told_to_stop)
     try:
-        await serve(config, sock=sock, on_started=started)
+        await serve(config, sock=sock, on_started=started, stop=stop)
     finally:
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(STDIN)

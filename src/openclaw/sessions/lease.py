@@ -28,8 +28,9 @@ from openclaw.paths import PRIVATE_FILE, make_private_dir
 LEASE_FILE = "sessions.lock"
 FIRST_POLL_SECONDS = 0.001
 LONGEST_POLL_SECONDS = 0.02
-# Longer than a waiting process's longest poll: it gets the lease before this process retries.
-GIVE_WAY_SECONDS = 3 * LONGEST_POLL_SECONDS
+# Longer than a waiting process's longest poll (jittered up to 1.5x): it gets the lease before
+# this process retries (whose wait is jittered down to 0.5x).
+GIVE_WAY_SECONDS = 4 * LONGEST_POLL_SECONDS
 
 
 def lease_offset(key: str) -> int:

@@ -155,10 +155,12 @@ class SseStream:
         def tick() -> None:
             nonlocal timer
             idle = loop.time() - last
-            if idle >= self._keepalive and queue.empty():
-                queue.put_nowait(_KEEPALIVE)
+            if idle >= self._keepalive:
+                if queue.empty():
+                    queue.put_nowait(_KEEPALIVE)
+                # Else the consumer is busy (a slow client): look again a whole interval on.
                 idle = 0.0
-            timer = loop.call_later(max(self._keepalive - idle, 0.001), tick)
+            timer = loop.call_later(self._keepalive - idle, tick)
 
         timer = loop.call_later(self._keepalive, tick)
         self._relaying = True
