@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from openclaw.sessions import transcript
@@ -73,3 +74,30 @@ async def test_the_store_failing_is_503_and_it_recovers_by_itself(
         ("user", "second"),
         ("assistant", "Echo: second"),
     ]
+
+
+async def test_a_response_that_cannot_be_stored_ends_its_stream_after_all_its_text(
+    app: App, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text streamed so far goes out whole before the failure's event (none of it held
+    back and lost when storing the response object fails after the run)."""
+    from openclaw.errors import StoreUnavailableError
+    from openclaw.sessions.store import SqliteSessionStore
+
+    async def fails(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailableError()
+
+    monkeypatch.setattr(SqliteSessionStore, "save_response", fails)
+    config = chat_config(upstream)
+    config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
+    client = await app(config)
+    text = " ".join(f"w{i}" for i in range(40))
+    reply = await client.post(
+        "/v1/responses", json={"model": "openclaw", "input": text, "stream": True}, headers=AUTH
+    )
+    events = [
+        orjson.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")
+    ]
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "Echo: " + text
+    assert events[-1]["type"] == "response.failed"

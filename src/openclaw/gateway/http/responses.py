@@ -269,7 +269,9 @@ class _Run:
     async def stream(self, events: EventStream, headers: dict[str, str], send: Send) -> None:
         endpoint = self.endpoint
         stream = SseStream(send, headers, endpoint.keepalive, opening=events.opening())
-        async for item in stream.items(endpoint.gw.runtime.runner.stream(self.params), _SHOWN):
+        async for item in stream.items(
+            endpoint.gw.runtime.runner.stream(self.params), _SHOWN, final=(RunResult,)
+        ):
             if isinstance(item, TextDelta):
                 await stream.send(events.text(item.text))
             elif isinstance(item, ToolCallDelta):

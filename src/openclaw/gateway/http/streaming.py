@@ -140,7 +140,10 @@ class SseStream:
             await self._body(data, more=more)
 
     async def items(
-        self, events: AsyncGenerator[object, None], shown: tuple[type, ...]
+        self,
+        events: AsyncGenerator[object, None],
+        shown: tuple[type, ...],
+        final: tuple[type, ...] = (),
     ) -> AsyncIterator[object]:
         """What the run produces of the types in ``shown``, as it comes (a failure of the run is
         raised here); a keep-alive comment (opening the stream first) whenever nothing came for
@@ -180,6 +183,10 @@ class SseStream:
                     if self._held:
                         await self._flush()
                     raise item
+                if self._held and isinstance(item, final):
+                    # What the run said goes out before the endpoint's own last steps (storing
+                    # a response may fail: the error event must follow the text, not lose it).
+                    await self._flush()
                 yield item
         finally:
             self._relaying = False
