@@ -111,3 +111,41 @@ def _waiting_for(leases: SessionLeases, key: str) -> bool:
     from openclaw.sessions.lease import lease_offset
 
     return leases._others_waiting(lease_offset(key))
+
+
+TRY = """
+import asyncio, sys
+from pathlib import Path
+from openclaw.sessions.lease import SessionLeases
+
+async def main():
+    leases = SessionLeases(Path(sys.argv[1]))
+    try:
+        await asyncio.wait_for(leases.acquire(sys.argv[2]), 0.5)
+    except TimeoutError:
+        print("blocked")
+    else:
+        print("taken")
+
+asyncio.run(main())
+"""
+
+
+def test_opening_and_closing_the_lock_file_keeps_the_leases(tmp_path: Path) -> None:
+    """A tool reading ``sessions.lock`` (open, close) must not end this process's leases."""
+    import asyncio as aio
+
+    leases = SessionLeases(tmp_path)
+    aio.run(leases.acquire("k"))
+    try:
+        with open(tmp_path / "sessions.lock", "rb") as f:
+            f.read()
+        other = subprocess.run(
+            [sys.executable, "-c", TRY, str(tmp_path), "k"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert other.stdout.strip() == "blocked"
+    finally:
+        leases.close()

@@ -1,9 +1,12 @@
 """Runs on one session go one at a time across processes too: gateway workers sharing a state
 dir, and ``openclaw agent`` beside a running gateway.
 
-A session's lease is a POSIX record lock on one byte of ``<state>/sessions.lock`` (the byte is
-picked by hashing the key, so the file stays empty and no file exists per session). The kernel
-drops a dead process's locks at once, so a killed holder never blocks a session. Within a process
+A session's lease is a record lock on one byte of ``<state>/sessions.lock`` (the byte is picked
+by hashing the key, so the file stays empty and no file exists per session). The kernel drops a
+dead process's locks at once, so a killed holder never blocks a session. On Linux the locks are
+open-file-description locks (``F_OFD_SETLK``): a classic POSIX lock belongs to the process and
+goes when *any* descriptor of the file is closed (a tool reading the file would end every lease
+of its worker); elsewhere, classic POSIX locks. Within a process
 ``SessionLocks`` already queues runs in order; only the run at the head of a process's queue
 takes the lease, without blocking the event loop: a non-blocking attempt, then polls with a
 growing delay.
@@ -21,6 +24,8 @@ import fcntl
 import hashlib
 import os
 import random
+import struct
+import sys
 from pathlib import Path
 
 from openclaw.paths import PRIVATE_FILE, make_private_dir
@@ -90,7 +95,25 @@ class SessionLeases:
     def _lock(self, how: int, start: int) -> bool:
         """One byte's lock: True when taken (or released), False when another process has it."""
         try:
-            fcntl.lockf(self._fd, how, 1, start, os.SEEK_SET)
+            if _OFD_SETLK is None:
+                fcntl.lockf(self._fd, how, 1, start, os.SEEK_SET)
+            else:
+                kind = _OFD_KINDS[how & ~fcntl.LOCK_NB]
+                fcntl.fcntl(self._fd, _OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, start, 1, 0))
         except (BlockingIOError, PermissionError):
             return False
         return True
+
+
+# ``struct flock`` on 64-bit Linux: l_type, l_whence (shorts), l_start, l_len (off_t), l_pid.
+_FLOCK = struct.Struct("hhxxxxqqixxxx")
+_OFD_SETLK: int | None = (
+    getattr(fcntl, "F_OFD_SETLK", None)
+    if sys.platform == "linux" and _FLOCK.size == 32 and struct.calcsize("P") == 8
+    else None
+)
+_OFD_KINDS = {
+    fcntl.LOCK_EX: fcntl.F_WRLCK,
+    fcntl.LOCK_SH: fcntl.F_RDLCK,
+    fcntl.LOCK_UN: fcntl.F_UNLCK,
+}
