@@ -14,6 +14,7 @@ needs (disconnect detection, persisted turns, the 500 handler).
 * ``lean-routing``          POST /v1/chat/completions goes straight to GatewayMiddleware + the
                             endpoint, skipping Starlette's ServerError/Exception middleware and
                             router (everything else still takes the normal stack)
+* ``no-lease``              stored-session runs take no cross-process session lease
 * ``gc-freeze``             ``gc.freeze()`` once started, and gen-0 threshold 10x
 * ``cprofile``              run under cProfile; stats written at exit to ``$OPENCLAW_BENCH_PROFILE``
 """
@@ -34,6 +35,7 @@ KNOWN = {
     "lean-routing",
     "gc-freeze",
     "cprofile",
+    "no-lease",
 }
 
 
@@ -41,6 +43,15 @@ def apply() -> None:
     unknown = VARIANTS - KNOWN
     if unknown:
         sys.exit(f"unknown variants: {sorted(unknown)}")
+
+    if "no-lease" in VARIANTS:
+        from openclaw.sessions.lease import SessionLeases
+
+        async def acquire(self: Any, key: str) -> None:
+            return None
+
+        SessionLeases.acquire = acquire  # type: ignore[method-assign]
+        SessionLeases.release = lambda self, key: None  # type: ignore[method-assign]
 
     if "no-ephemeral-persist" in VARIANTS:
         from openclaw.agents.runner import AgentRunner
