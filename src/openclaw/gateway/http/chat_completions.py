@@ -17,33 +17,27 @@ from starlette.types import Receive, Scope, Send
 
 from openclaw.agents.events import ToolFinished, ToolStarted
 from openclaw.agents.runner import RunParams, RunResult
-from openclaw.errors import OpenClawError, UpstreamError
+from openclaw.errors import OpenClawError
 from openclaw.gateway import wire
-from openclaw.gateway.body import read_body
 from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, run_params
 from openclaw.gateway.http.chat_response import ChunkWriter, completion, completion_id
 from openclaw.gateway.http.chat_response import finish_reason as finish_reason_of
 from openclaw.gateway.http.streaming import (
     ClientGone,
     SseStream,
+    empty_reply,
     race_disconnect,
+    read_request,
     send_json_body,
 )
 from openclaw.gateway.openai_schema import ChatCompletionRequest, parse_request
-from openclaw.gateway.state import GatewayState, require_auth
-from openclaw.logs import get_logger
+from openclaw.gateway.state import GatewayState
 from openclaw.messages import TextDelta, ToolCallDelta
-
-log = get_logger("chat")
 
 TOOL_EVENTS_HEADER = "x-openclaw-tool-events"
 _SHOWN: tuple[type, ...] = (TextDelta, ToolCallDelta, RunResult)
 _SHOWN_WITH_TOOLS: tuple[type, ...] = (*_SHOWN, ToolStarted, ToolFinished)
 _DONE = b"data: [DONE]\n\n"
-
-
-def _empty_reply() -> UpstreamError:
-    return UpstreamError("The model returned an empty reply.", code="empty_response")
 
 
 class ChatCompletionsEndpoint:
@@ -60,13 +54,12 @@ class ChatCompletionsEndpoint:
         request = Request(scope, receive)
         headers: dict[str, str] = {}
         try:
-            caller = require_auth(request)
-            body = await read_body(
-                request, limit=self.cfg.max_body_bytes, timeout=self.body_timeout
+            caller, req = await read_request(
+                request,
+                limit=self.cfg.max_body_bytes,
+                timeout=self.body_timeout,
+                parse=parse_request,
             )
-            req = parse_request(body)
-            if req.model_extra:
-                log.debug("ignored fields", extra={"fields": sorted(req.model_extra)})
             params = await run_params(request, req, self.gw.runtime.agents, self.cfg, caller)
             headers[SESSION_KEY_HEADER] = params.target.key
             if req.stream:
@@ -90,7 +83,7 @@ class ChatCompletionsEndpoint:
     ) -> None:
         result = await self.gw.runtime.runner.run(params)
         if not result.text and not result.tool_calls:
-            raise _empty_reply()
+            raise empty_reply()
         body = orjson.dumps(completion(result, completion_id(), int(time.time()), req.model))
         await send_json_body(send, body, headers)
 
@@ -113,7 +106,7 @@ class ChatCompletionsEndpoint:
                 await stream.send(chunks.render(item))  # type: ignore[arg-type]
                 continue
             if not item.text and not item.tool_calls:
-                raise _empty_reply()
+                raise empty_reply()
             tail = chunks.finish(finish_reason_of(item))
             if include_usage:
                 tail += chunks.usage(item.usage.as_dict())

@@ -21,9 +21,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from openclaw.agents.runner import RunParams, RunResult
-from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError, UpstreamError
+from openclaw.errors import InvalidRequestError, NotFoundError, OpenClawError
 from openclaw.gateway import wire
-from openclaw.gateway.body import read_body
 from openclaw.gateway.http.chat_request import SESSION_KEY_HEADER, model_override
 from openclaw.gateway.http.responses_request import (
     API,
@@ -41,7 +40,9 @@ from openclaw.gateway.http.responses_response import (
 from openclaw.gateway.http.streaming import (
     ClientGone,
     SseStream,
+    empty_reply,
     race_disconnect,
+    read_request,
     send_json_body,
 )
 from openclaw.gateway.responses_schema import CreateResponse, parse_request
@@ -55,10 +56,6 @@ log = get_logger("responses")
 
 _SHOWN: tuple[type, ...] = (TextDelta, ToolCallDelta, RunResult)
 MAX_LIST_LIMIT = 100
-
-
-def _empty_reply() -> UpstreamError:
-    return UpstreamError("The model returned an empty reply.", code="empty_response")
 
 
 def _not_found(response_id: str) -> NotFoundError:
@@ -80,13 +77,12 @@ class ResponsesEndpoint:
         request = Request(scope, receive)
         headers: dict[str, str] = {}
         try:
-            caller = require_auth(request)
-            body = await read_body(
-                request, limit=self.cfg.max_body_bytes, timeout=self.body_timeout
+            caller, req = await read_request(
+                request,
+                limit=self.cfg.max_body_bytes,
+                timeout=self.body_timeout,
+                parse=parse_request,
             )
-            req = parse_request(body)
-            if req.model_extra:
-                log.debug("ignored fields", extra={"fields": sorted(req.model_extra)})
             runtime = self.gw.runtime
             agent = runtime.agents.get(agent_id_of(request, req.model))
             previous = await self._previous(req, caller, agent.id)
@@ -260,7 +256,7 @@ class _Run:
     async def complete(self, headers: dict[str, str], send: Send) -> None:
         result = await self.endpoint.gw.runtime.runner.run(self.params)
         if not result.text and not result.tool_calls:
-            raise _empty_reply()
+            raise empty_reply()
         final = self.shape.finished(result, output_items(result))
         # Stored before it is answered: a client told of a response can always continue it.
         await self.endpoint.save(self, final, result.run_id)
@@ -278,7 +274,7 @@ class _Run:
                 await stream.send(events.call(item))
             elif isinstance(item, RunResult):
                 if not item.text and not item.tool_calls:
-                    raise _empty_reply()
+                    raise empty_reply()
                 tail, final = events.finish(item)
                 await endpoint.save(self, final, item.run_id)
                 await stream.send(tail, last=True)

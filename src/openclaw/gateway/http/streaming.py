@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from starlette.requests import Request
 from starlette.types import Message, Receive, Send
 
 from openclaw.aio import reap
+from openclaw.errors import UpstreamError
+from openclaw.gateway.body import read_body
+from openclaw.gateway.state import require_auth
+from openclaw.logs import get_logger
 
 T = TypeVar("T")
+R = TypeVar("R")
+log = get_logger("http")
 
 STREAM_QUEUE_SIZE = 256
 # Most requests end sooner than a client can be noticed leaving, so the watcher is only started
@@ -31,6 +38,29 @@ SSE_HEADERS = (
 )
 KEEPALIVE = b": keep-alive\n\n"
 _KEEPALIVE = object()  # the keep-alive timer's item on a stream's queue
+
+
+def empty_reply() -> UpstreamError:
+    """A model that answered nothing at all (no text, no tool call)."""
+    return UpstreamError("The model returned an empty reply.", code="empty_response")
+
+
+async def read_request(
+    request: Request,
+    *,
+    limit: int,
+    timeout: float,  # noqa: ASYNC109 - the body read's own limit, as read_body
+    parse: Callable[[bytes], R],
+) -> tuple[str, R]:
+    """The caller's identity and the parsed body: auth first (a stranger's body is never read),
+    then the body within its limits; fields the model ignores are logged at debug (SDK versions
+    add fields; refusing them broke clients)."""
+    caller = require_auth(request)
+    req = parse(await read_body(request, limit=limit, timeout=timeout))
+    extra = getattr(req, "model_extra", None)
+    if extra:
+        log.debug("ignored fields", extra={"fields": sorted(extra)})
+    return caller, req
 
 
 class ClientGone(Exception):
