@@ -136,6 +136,15 @@ class RequestTimeoutError(OpenClawError):
     default_code = "request_timeout"
 
 
+class ConflictError(OpenClawError):
+    """The target is in a state that does not allow the request (e.g. a session with a run in
+    progress cannot be deleted)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(OpenClawError):
     status_code = 413
     error_type = "invalid_request_error"

@@ -147,6 +147,16 @@ class RunResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveRun:
+    """A run in progress in this process (what a status page lists)."""
+
+    run_id: str
+    session_key: str
+    agent_id: str
+    started_at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """Everything a run decided before calling the model."""
 
@@ -267,6 +277,11 @@ class AgentRunner:
         self._writes: set[asyncio.Future[None]] = set()
         self._write_room = asyncio.Event()
         self._pending: dict[str, asyncio.Future[None]] = {}
+        self._runs: dict[str, ActiveRun] = {}
+
+    def active_runs(self) -> list[ActiveRun]:
+        """The runs in progress in this process, oldest first (waiting ones included)."""
+        return list(self._runs.values())
 
     def sessions_in_use(self) -> set[str]:
         return self._locks.busy()
@@ -293,32 +308,36 @@ class AgentRunner:
         agent = self.agents.get(target.agent_id)
         started = RunStarted(agent.id)
         self.bus.publish(params.run_id, target.key, started)
-        if deltas:
-            yield started
-        calling = False
+        self._runs[params.run_id] = ActiveRun(params.run_id, target.key, agent.id, time.time())
         try:
-            async with self._slot(target):
-                prepared = await self._prepare(agent, params)
-                calling = True
-                async with contextlib.aclosing(self._call(prepared, deltas)) as events:
-                    async for item in events:
-                        if not isinstance(item, RunResult):
-                            self.bus.publish(params.run_id, target.key, item)
-                        if deltas or isinstance(item, RunResult):
-                            yield item
-        except Exception as exc:
-            if calling:
-                raise  # the run's own steps said how it ended
-            # Refused before the model was called (busy, a model that cannot take the input):
-            # the run still ends with an event, after its start.
-            error = exc if isinstance(exc, OpenClawError) else InternalError()
-            ended = RunEnded("error", "error", None, error)
-            self.bus.publish(params.run_id, target.key, ended)
             if deltas:
-                yield ended
-            if error is exc:
-                raise
-            raise error from exc
+                yield started
+            calling = False
+            try:
+                async with self._slot(target):
+                    prepared = await self._prepare(agent, params)
+                    calling = True
+                    async with contextlib.aclosing(self._call(prepared, deltas)) as events:
+                        async for item in events:
+                            if not isinstance(item, RunResult):
+                                self.bus.publish(params.run_id, target.key, item)
+                            if deltas or isinstance(item, RunResult):
+                                yield item
+            except Exception as exc:
+                if calling:
+                    raise  # the run's own steps said how it ended
+                # Refused before the model was called (busy, a model that cannot take the input):
+                # the run still ends with an event, after its start.
+                error = exc if isinstance(exc, OpenClawError) else InternalError()
+                ended = RunEnded("error", "error", None, error)
+                self.bus.publish(params.run_id, target.key, ended)
+                if deltas:
+                    yield ended
+                if error is exc:
+                    raise
+                raise error from exc
+        finally:
+            self._runs.pop(params.run_id, None)
 
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""

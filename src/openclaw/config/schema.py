@@ -149,12 +149,32 @@ class GatewayToolsConfig(_Model):
     deny: list[str] = []
 
 
+class ControlUiConfig(_Model):
+    """The chat and control page served on the gateway port."""
+
+    enabled: bool = True
+    # Where the page lives: "/" (the default), or a prefix such as "/openclaw" when a reverse
+    # proxy shares the host with other applications.
+    base_path: str = "/"
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        path = "/" + value.strip("/")
+        if any(c in path for c in "?#%\\ ") or "//" in path or "/." in path:
+            raise ValueError('expected a plain URL path such as "/" or "/openclaw"')
+        if path.startswith("/v1") and (len(path) == 3 or path[3] == "/"):
+            raise ValueError("must not be under /v1 (the OpenAI endpoints)")
+        return path
+
+
 class GatewayConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = d.GATEWAY_PORT
     bind: str = "loopback"
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     tools: GatewayToolsConfig = GatewayToolsConfig()
+    control_ui: ControlUiConfig = ControlUiConfig()
     shutdown_timeout_ms: PositiveInt = d.SHUTDOWN_TIMEOUT_MS
     # Processes serving the port (one state dir); "auto": one per CPU.
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1

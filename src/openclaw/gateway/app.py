@@ -19,6 +19,7 @@ from openclaw import paths
 from openclaw.config.schema import Config
 from openclaw.gateway import openapi
 from openclaw.gateway.auth import Authenticator, is_loopback_host, resolve_secret
+from openclaw.gateway.control_ui import ControlUi
 from openclaw.gateway.http.chat_completions import ChatCompletionsEndpoint
 from openclaw.gateway.http.embeddings import EmbeddingsEndpoint
 from openclaw.gateway.http.health import health
@@ -31,6 +32,7 @@ from openclaw.gateway.state import GatewayState
 from openclaw.gateway.wire import raise_as_error
 from openclaw.gateway.ws import base_methods, websocket_endpoint
 from openclaw.gateway.ws_methods import runtime_methods
+from openclaw.gateway.ws_status import status_methods
 from openclaw.runtime import Runtime
 
 
@@ -78,6 +80,15 @@ def create_app(
         WebSocketRoute("/", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
+    ui = config.gateway.control_ui
+    if ui.enabled:
+        page = ControlUi(ui.base_path)
+        routes += page.routes()
+        if page.base:
+            # The page talks to the WebSocket under its own base path (a reverse proxy may
+            # forward only that prefix).
+            routes += [WebSocketRoute(page.base, websocket_endpoint)]
+            routes += [WebSocketRoute(page.base + "/", websocket_endpoint)]
     fast: dict[tuple[str, str], ASGIApp] = {}
     endpoints = config.gateway.http.endpoints
     if endpoints.chat_completions.enabled:
@@ -133,5 +144,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    app.state.ws_methods = {**base_methods(), **runtime_methods()}
+    app.state.ws_methods = {**base_methods(), **runtime_methods(), **status_methods()}
     return app

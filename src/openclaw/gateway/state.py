@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -15,6 +17,16 @@ from openclaw.gateway.auth import Authenticator, ResolvedSecret
 from openclaw.runtime import Runtime
 
 
+@dataclass(eq=False)
+class AbortableRun:
+    """A run a WebSocket client started, which ``agent.abort`` may stop: the task serving it,
+    and who started it (only the same caller may stop it)."""
+
+    task: asyncio.Task[Any]
+    identity: str
+    aborted: bool = False
+
+
 @dataclass
 class GatewayState:
     config: Config
@@ -23,6 +35,8 @@ class GatewayState:
     auth: Authenticator
     runtime: Runtime
     started_at: float = field(default_factory=time.time)
+    # Runs started over the WebSocket in this process, by run id.
+    ws_runs: dict[str, AbortableRun] = field(default_factory=dict)
 
 
 def gateway_of(conn: HTTPConnection) -> GatewayState:

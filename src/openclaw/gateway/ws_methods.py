@@ -1,5 +1,6 @@
-"""The runtime's WebSocket methods: ``agent`` (one run, its events streamed as ``agent`` events)
-and ``sessions.list`` / ``sessions.history`` (reading the store).
+"""The runtime's WebSocket methods: ``agent`` (one run, its events streamed as ``agent`` events),
+``agent.abort`` (stop one), ``sessions.list`` / ``sessions.history`` (reading the store) and
+``sessions.delete``.
 
 ``agent`` is the same run as every other door (HTTP, ``openclaw agent --local``); only the
 framing differs.  Without a ``sessionKey`` it talks to the agent's main session, like
@@ -9,18 +10,22 @@ validated by pydantic models, as the HTTP bodies are.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
+from openclaw.agents.events import RunEnded
 from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
-from openclaw.errors import InvalidRequestError, NotFoundError
+from openclaw.errors import ConflictError, InvalidRequestError, NotFoundError
+from openclaw.gateway.images import load_images
 from openclaw.gateway.protocol import agent_event, result_payload, session_payload
+from openclaw.gateway.state import AbortableRun
 from openclaw.gateway.ws import Connection, Method
-from openclaw.messages import ChatMessage
+from openclaw.messages import ChatMessage, TextPart
 from openclaw.sessions.keys import (
     Target,
     in_namespace,
@@ -43,8 +48,10 @@ def runtime_methods() -> dict[str, Method]:
     """The methods a gateway with an agent runtime adds to ``base_methods()``."""
     return {
         "agent": agent,
+        "agent.abort": agent_abort,
         "sessions.list": sessions_list,
         "sessions.history": sessions_history,
+        "sessions.delete": sessions_delete,
     }
 
 
@@ -66,17 +73,27 @@ class AgentParams(_Params):
     agent_id: StrictStr | None = Field(None, description="a string")
     session_key: StrictStr | None = Field(None, description="a string")
     extra_system_prompt: StrictStr | None = Field(None, description="a string")
+    images: list[StrictStr] = Field([], description="a list of image data: URIs")
+
+
+class AbortParams(_Params):
+    run_id: StrictStr = NonEmpty
 
 
 class SessionsListParams(_Params):
     agent_id: StrictStr | None = Field(None, min_length=1, pattern=r"\S", description="an agent id")
     limit: StrictInt = Limit
     include_ephemeral: StrictBool = Field(False, description="a boolean")
+    search: StrictStr | None = Field(None, max_length=512, description="a string")
 
 
 class SessionsHistoryParams(_Params):
     session_key: StrictStr = NonEmpty
     limit: StrictInt = Limit
+
+
+class SessionKeyParams(_Params):
+    session_key: StrictStr = NonEmpty
 
 
 def parse_params(model: type[P], params: dict[str, Any]) -> P:
@@ -111,15 +128,63 @@ def _target(
 
 
 async def agent(conn: Connection, params: dict[str, Any]) -> Any:
-    """One agent run: its events as ``agent`` events while it runs, the result as the response."""
+    """One agent run: its events as ``agent`` events while it runs, the result as the response.
+    A run stopped by ``agent.abort`` answers with ``stopReason: "aborted"``."""
     p = parse_params(AgentParams, params)
     runtime = conn.gw.runtime
     run = RunParams(
-        message=ChatMessage(role="user", content=p.message),
+        message=await _user_message(conn, p),
         target=_target(runtime.agents, p.agent_id, p.session_key, conn.identity),
         extra_system_prompt=p.extra_system_prompt or None,
     )
-    return result_payload(await stream_run(conn, runtime.runner, run))
+    task = asyncio.current_task()
+    assert task is not None
+    entry = conn.gw.ws_runs[run.run_id] = AbortableRun(task, conn.identity)
+    try:
+        return result_payload(await stream_run(conn, runtime.runner, run))
+    except asyncio.CancelledError:
+        # Stopped by agent.abort alone (not also by the client leaving or a shutdown): the run
+        # ended as a disconnect ends it (its partial turn stored as aborted); say so.
+        if not entry.aborted or task.uncancel() > 0:
+            raise
+        ended = RunEnded("aborted", "aborted")
+        await conn.event("agent", agent_event(run.run_id, run.target.key, ended))
+        return {
+            "runId": run.run_id,
+            "sessionKey": run.target.key,
+            "agentId": run.target.agent_id,
+            "stopReason": "aborted",
+        }
+    finally:
+        conn.gw.ws_runs.pop(run.run_id, None)
+
+
+async def _user_message(conn: Connection, p: AgentParams) -> ChatMessage:
+    """The run's message: its text, and the images attached (data: URIs, within the chat
+    completions endpoint's limits)."""
+    if not p.images:
+        return ChatMessage(role="user", content=p.message)
+    if not all(url.startswith("data:") for url in p.images):
+        raise InvalidRequestError("`images` must be data: URIs.", param="images")
+    limits = conn.gw.config.gateway.http.endpoints.chat_completions
+    images = await load_images(p.images, limits, param="images")
+    return ChatMessage(role="user", content=(TextPart(p.message), *images))
+
+
+async def agent_abort(conn: Connection, params: dict[str, Any]) -> Any:
+    """Stop a run this caller started over the WebSocket (on this process), as a disconnect
+    would: the upstream call is closed and the partial turn stored as aborted.  Answers once the
+    run has ended."""
+    p = parse_params(AbortParams, params)
+    entry = conn.gw.ws_runs.get(p.run_id)
+    if entry is None or entry.identity != conn.identity:
+        raise NotFoundError(
+            f"No run `{p.run_id}` in progress here.", param="runId", code="run_not_found"
+        )
+    entry.aborted = True
+    entry.task.cancel()
+    await asyncio.wait([entry.task])
+    return {"runId": p.run_id, "aborted": True}
 
 
 async def stream_run(conn: Connection, runner: AgentRunner, run: RunParams) -> RunResult:
@@ -146,6 +211,7 @@ async def sessions_list(conn: Connection, params: dict[str, Any]) -> Any:
         agent_id,
         limit=p.limit if namespace is None else p.limit * 20,
         include_ephemeral=p.include_ephemeral and namespace is None,
+        search=p.search,
     )
     mine = [entry for entry in entries if owned(entry.key, namespace)][: p.limit]
     return {"sessions": [session_payload(entry) for entry in mine]}
@@ -155,15 +221,40 @@ async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
     """The last ``limit`` transcript records of one session, oldest first."""
     p = parse_params(SessionsHistoryParams, params)
     runtime = conn.gw.runtime
-    try:
-        key = in_namespace(
-            scoped_key(p.session_key, runtime.agents.default_id), namespace_of(conn.identity)
-        )
-    except ValueError:
-        raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None
+    key = _own_key(conn, p.session_key)
     entry = await runtime.store.get(key)
     if entry is None:
         raise NotFoundError(f"No session `{key}`.", param="sessionKey", code="session_not_found")
     await runtime.runner.settled(entry.key)
     records = await runtime.store.read_history(entry, max_records=p.limit)
     return {"sessionKey": key, "messages": [record.to_dict() for record in records]}
+
+
+async def sessions_delete(conn: Connection, params: dict[str, Any]) -> Any:
+    """Delete one stored session and its transcript (refused while a run on it is in
+    progress in this process: stop it first)."""
+    p = parse_params(SessionKeyParams, params)
+    runtime = conn.gw.runtime
+    key = _own_key(conn, p.session_key)
+    if key in runtime.runner.sessions_in_use():
+        raise ConflictError(
+            f"Session `{key}` has a run in progress; stop it first.",
+            param="sessionKey",
+            code="session_busy",
+        )
+    # A finished run's turn may still be on its way to the store: it must not land afterwards.
+    await runtime.runner.settled(key)
+    if not await runtime.store.delete(key):
+        raise NotFoundError(f"No session `{key}`.", param="sessionKey", code="session_not_found")
+    return {"sessionKey": key, "deleted": True}
+
+
+def _own_key(conn: Connection, session_key: str) -> str:
+    """``session_key`` as a stored key, within the caller's own space of sessions."""
+    try:
+        return in_namespace(
+            scoped_key(session_key, conn.gw.runtime.agents.default_id),
+            namespace_of(conn.identity),
+        )
+    except ValueError:
+        raise InvalidRequestError(INVALID_KEY, param="sessionKey") from None

@@ -46,9 +46,15 @@ class SessionStore(Protocol):
         """The session under ``key``, created with a new (UUIDv7) session id when missing."""
 
     async def list_sessions(
-        self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
+        self,
+        agent_id: str | None = None,
+        *,
+        limit: int = 100,
+        include_ephemeral: bool = True,
+        search: str | None = None,
     ) -> list[SessionEntry]:
-        """Up to ``limit`` sessions, most recently updated first."""
+        """Up to ``limit`` sessions, most recently updated first (only those whose key
+        contains ``search``, when given)."""
 
     async def read_history(
         self, entry: SessionEntry, *, max_records: int | None

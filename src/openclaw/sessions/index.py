@@ -87,17 +87,6 @@ _RECORD_APPEND = f"""
     WHERE key = ? AND session_id = ?
     RETURNING {_COLUMNS}
 """
-_LIST_ALL = f"SELECT {_COLUMNS} FROM session_index ORDER BY updated_at DESC LIMIT ?"
-_LIST_PERSISTENT = (
-    f"SELECT {_COLUMNS} FROM session_index WHERE ephemeral = 0 ORDER BY updated_at DESC LIMIT ?"
-)
-_LIST_AGENT = (
-    f"SELECT {_COLUMNS} FROM session_index WHERE agent_id = ? ORDER BY updated_at DESC LIMIT ?"
-)
-_LIST_AGENT_PERSISTENT = (
-    f"SELECT {_COLUMNS} FROM session_index WHERE agent_id = ? AND ephemeral = 0"
-    " ORDER BY updated_at DESC LIMIT ?"
-)
 _EPHEMERAL_OLDEST_FIRST = (
     "SELECT key, session_id, agent_id, updated_at FROM session_index"
     f" WHERE ephemeral = 1 AND key NOT IN ({responses.REFERENCED_SESSIONS})"
@@ -354,16 +343,30 @@ class SessionIndex:
         return revived if cursor.rowcount == 1 else None
 
     def list_entries(
-        self, agent_id: str | None, *, limit: int, include_ephemeral: bool
+        self,
+        agent_id: str | None,
+        *,
+        limit: int,
+        include_ephemeral: bool,
+        search: str | None = None,
     ) -> list[SessionEntry]:
-        """Rows newest-updated first, optionally for one agent and without ephemeral ones."""
-        if agent_id is None:
-            sql = _LIST_ALL if include_ephemeral else _LIST_PERSISTENT
-            params: tuple[Any, ...] = (limit,)
-        else:
-            sql = _LIST_AGENT if include_ephemeral else _LIST_AGENT_PERSISTENT
-            params = (agent_id, limit)
-        return [_entry(row) for row in self._db.execute(sql, params)]
+        """Rows newest-updated first, optionally for one agent, without ephemeral ones, and
+        whose key contains ``search`` (ASCII letters matched in any case)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            params.append(agent_id)
+        if not include_ephemeral:
+            where.append("ephemeral = 0")
+        if search:
+            where.append("instr(lower(key), ?) > 0")
+            params.append(search.lower())
+        sql = f"SELECT {_COLUMNS} FROM session_index"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC LIMIT ?"
+        return [_entry(row) for row in self._db.execute(sql, (*params, limit))]
 
     def insert_new(self, entry: SessionEntry) -> bool:
         """Insert ``entry`` if its key is free; whether it was inserted."""

@@ -131,14 +131,20 @@ class SqliteSessionStore:
         return await self._run(lambda: self._idx().get_or_insert(fresh))
 
     async def list_sessions(
-        self, agent_id: str | None = None, *, limit: int = 100, include_ephemeral: bool = True
+        self,
+        agent_id: str | None = None,
+        *,
+        limit: int = 100,
+        include_ephemeral: bool = True,
+        search: str | None = None,
     ) -> list[SessionEntry]:
-        """Up to ``limit`` sessions, most recently updated first."""
+        """Up to ``limit`` sessions, most recently updated first (only those whose key
+        contains ``search``, when given)."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         return await self._run(
             lambda: self._idx().list_entries(
-                agent_id, limit=limit, include_ephemeral=include_ephemeral
+                agent_id, limit=limit, include_ephemeral=include_ephemeral, search=search
             )
         )
 
