@@ -36,9 +36,13 @@ def error_of(reply: httpx.Response, status: int) -> dict[str, Any]:
 
 async def test_a_disabled_endpoint_and_unknown_paths_are_404_json(app: App) -> None:
     client = await app()
-    for path in (PATH, "/v1/nothing", "/"):
+    for path in (PATH, "/v1/nothing", "/nothing"):
         err = error_of(await client.post(path, content=b"{}", headers=AUTH), 404)
         assert err["type"] == "invalid_request_error"
+    # "/" is the control page: it exists, for GET and HEAD only.
+    reply = await client.post("/", content=b"{}", headers=AUTH)
+    assert error_of(reply, 405)["code"] == "method_not_allowed"
+    assert set(reply.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 async def test_wrong_method_is_405_before_auth(chat: httpx.AsyncClient) -> None:

@@ -14,6 +14,7 @@ README's screenshot (docs/control-ui.png) from this run.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ from tests.e2e.conftest import call, chat_config
 from tests.upstream import Answer, FakeUpstream, ToolCalls, slow_stream
 
 ROOT = Path(__file__).resolve().parents[2]
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 SCREENSHOT = ROOT / "docs" / "control-ui.png"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -171,6 +175,20 @@ def test_the_control_page_in_chromium(
         "It says: remember the milk." in page.locator("#messages .msg.assistant").last.inner_text()
     )
 
+    # --- an image attached (a data: URI, within the endpoint's limits) ----------------------
+    png = tmp_path / "dot.png"
+    png.write_bytes(PNG)
+    page.locator("#attach").set_input_files(str(png))
+    page.locator(".attachment img").wait_for()
+    page.locator("#prompt").fill("what is this?")
+    page.locator("#send").click()
+    _wait_idle(page)
+    assert page.locator("#messages .msg.user").last.locator(".thumbs img").count() == 1
+    assert page.locator(".attachment").count() == 0
+    sent = fake.model_requests[-1].body["messages"][-1]["content"]
+    assert [p["type"] for p in sent] == ["text", "image_url"]
+    assert sent[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
     # --- Stop aborts a slow run --------------------------------------------------------------
     fake.script(slow_stream(chunks=400, delay=0.05))
     page.locator("#prompt").fill("a long one")
@@ -201,6 +219,7 @@ def test_the_control_page_in_chromium(
     assert transcript.locator(".msg.user").all_inner_texts() == [
         "stream please",
         "what is in my notes?",
+        f"what is this?\n[image image/png, {len(PNG)} bytes]",
         "a long one",
     ]
     stored_tool = transcript.locator("details.tool")

@@ -330,3 +330,35 @@ async def test_a_deleted_session_reads_as_empty_even_from_an_old_entry(tmp_path:
         await store.record_turn(turn("agent:main:s", "new"))  # the key again, a new session
         assert await store.read_history(entry, max_records=None) == []
         assert await history(store, "agent:main:s") == ["new", "re new"]
+
+
+async def test_turns_are_counted_and_an_index_from_before_gets_the_column(tmp_path: Path) -> None:
+    """Schema 4 counts turns (user messages); schema 3 is upgraded in place: a per-request
+    session's count is its rows, a stored session's stays unknown (None) but counts on."""
+    async with SqliteSessionStore(tmp_path) as store:
+        for text in ("a", "b"):
+            await store.record_turn(turn("agent:main:kept", text))
+        await store.record_turn(turn("agent:main:eph", "x", ephemeral=True))
+        kept = await store.get("agent:main:kept")
+        eph = await store.get("agent:main:eph")
+        assert kept is not None and kept.turns == 2
+        assert eph is not None and eph.turns == 1
+    # The same index as schema 3 wrote it: no `turns` column.
+    with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
+        db.execute("ALTER TABLE session_index DROP COLUMN turns")
+        db.execute("PRAGMA user_version = 3")
+        db.commit()
+    async with SqliteSessionStore(tmp_path) as store:
+        kept = await store.get("agent:main:kept")
+        eph = await store.get("agent:main:eph")
+        assert kept is not None and kept.turns is None
+        assert eph is not None and eph.turns == 1
+        await store.record_turn(turn("agent:main:kept", "c"))
+        kept = await store.get("agent:main:kept")
+        assert kept is not None and kept.turns is None
+        assert await history(store, "agent:main:kept") == ["a", "re a", "b", "re b", "c", "re c"]
+        await store.record_turn(turn("agent:main:new", "n"))
+        new = await store.get("agent:main:new")
+        assert new is not None and new.turns == 1
+    with contextlib.closing(sqlite3.connect(tmp_path / "sessions.sqlite")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (index_module.SCHEMA_VERSION,)

@@ -38,6 +38,7 @@ def session_payload(entry: SessionEntry) -> dict[str, Any]:
             "completionTokens": usage.completion_tokens,
         },
         "ephemeral": entry.ephemeral,
+        "turns": entry.turns,
     }
 
 

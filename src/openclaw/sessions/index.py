@@ -23,7 +23,7 @@ from openclaw.sessions.models import SessionEntry
 from openclaw.sessions.responses import ResponseTable, StoredResponse
 
 # 3: stored Responses API responses (``responses``), made on open.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 10.0
 _PRUNE_BATCH = 500
 
@@ -31,7 +31,7 @@ log = get_logger("sessions.index")
 
 _COLUMNS = (
     "key, session_id, agent_id, created_at, updated_at, model,"
-    " prompt_tokens, completion_tokens, ephemeral, transcript_bytes"
+    " prompt_tokens, completion_tokens, ephemeral, transcript_bytes, turns"
 )
 
 # WITHOUT ROWID: the table is clustered on the key, so a lookup by key is one B-tree descent.
@@ -47,7 +47,8 @@ _SCHEMA = (
         prompt_tokens INTEGER NOT NULL DEFAULT 0,
         completion_tokens INTEGER NOT NULL DEFAULT 0,
         ephemeral INTEGER NOT NULL,
-        transcript_bytes INTEGER
+        transcript_bytes INTEGER,
+        turns INTEGER
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS session_index_agent_updated"
@@ -75,7 +76,7 @@ _APPEND_TURN = (
 )
 _SELECT_BY_KEY = f"SELECT {_COLUMNS} FROM session_index WHERE key = ?"
 _INSERT_IGNORE = (
-    f"INSERT OR IGNORE INTO session_index ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO session_index ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RECORD_APPEND = f"""
     UPDATE session_index
@@ -83,7 +84,8 @@ _RECORD_APPEND = f"""
         model = COALESCE(?, model),
         prompt_tokens = prompt_tokens + ?,
         completion_tokens = completion_tokens + ?,
-        transcript_bytes = COALESCE(?, transcript_bytes)
+        transcript_bytes = COALESCE(?, transcript_bytes),
+        turns = turns + ?
     WHERE key = ? AND session_id = ?
     RETURNING {_COLUMNS}
 """
@@ -118,6 +120,7 @@ def _entry(row: tuple[Any, ...]) -> SessionEntry:
         completion_tokens=row[7],
         ephemeral=bool(row[8]),
         transcript_bytes=row[9],
+        turns=row[10],
     )
 
 
@@ -133,6 +136,7 @@ def _row(entry: SessionEntry) -> tuple[Any, ...]:
         entry.completion_tokens,
         int(entry.ephemeral),
         entry.transcript_bytes,
+        entry.turns,
     )
 
 
@@ -143,6 +147,7 @@ def bumped(
     prompt_tokens: int,
     completion_tokens: int,
     transcript_bytes: int | None = None,
+    turns: int = 0,
 ) -> SessionEntry:
     """``entry`` as it is after one append: what the UPDATE of ``record_append`` computes."""
     return replace(
@@ -154,6 +159,7 @@ def bumped(
         transcript_bytes=(
             transcript_bytes if transcript_bytes is not None else entry.transcript_bytes
         ),
+        turns=None if entry.turns is None else entry.turns + turns,
     )
 
 
@@ -214,6 +220,8 @@ class SessionIndex:
                     self._db.execute(statement)
                 if version == 1:
                     self._upgrade_from_v1(transcript_size)
+                elif 2 <= version < 4:
+                    self._add_turns()
                 if version < SCHEMA_VERSION:
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
@@ -232,10 +240,20 @@ class SessionIndex:
         ).fetchall()
         self._db.executemany(
             _INSERT_IGNORE,
-            ((*row, None if row[8] else transcript_size(row[2], row[1])) for row in rows),
+            ((*row, None if row[8] else transcript_size(row[2], row[1]), None) for row in rows),
         )
         self._db.execute("DROP TABLE sessions")
         log.info("session index upgraded to schema 2", extra={"sessions": len(rows)})
+
+    def _add_turns(self) -> None:
+        """Schema 2 or 3 -> 4: the count of turns.  A per-request session's is its rows (one
+        per turn); a stored session's stays unknown (NULL) rather than reading every transcript
+        during start-up."""
+        self._db.execute("ALTER TABLE session_index ADD COLUMN turns INTEGER")
+        self._db.execute(
+            "UPDATE session_index SET turns = (SELECT COUNT(*) FROM ephemeral_turns"
+            " WHERE ephemeral_turns.session_id = session_index.session_id) WHERE ephemeral = 1"
+        )
 
     def close(self) -> None:
         """Close the connection (lets SQLite refresh its planner statistics first)."""
@@ -318,6 +336,7 @@ class SessionIndex:
         prompt_tokens: int,
         completion_tokens: int,
         transcript_bytes: int | None = None,
+        turns: int = 0,
     ) -> SessionEntry | None:
         """Bump time, model, token totals and (if given) the committed transcript length of
         ``entry``'s row.
@@ -331,6 +350,7 @@ class SessionIndex:
             prompt_tokens,
             completion_tokens,
             transcript_bytes,
+            turns,
             entry.key,
             entry.session_id,
         )
@@ -338,7 +358,9 @@ class SessionIndex:
         rows = self._db.execute(_RECORD_APPEND, params).fetchall()
         if rows:
             return _entry(rows[0])
-        revived = bumped(entry, now, model, prompt_tokens, completion_tokens, transcript_bytes)
+        revived = bumped(
+            entry, now, model, prompt_tokens, completion_tokens, transcript_bytes, turns
+        )
         cursor = self._db.execute(_INSERT_IGNORE, _row(revived))
         return revived if cursor.rowcount == 1 else None
 

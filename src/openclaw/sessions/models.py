@@ -28,6 +28,8 @@ class SessionEntry:
     # anything beyond it is a write that never committed (a crash), cut off by the next writer.
     # None for ephemeral sessions (their lines are rows of the index).
     transcript_bytes: int | None = None
+    # User messages stored (a turn each); None for sessions stored before the index counted them.
+    turns: int | None = 0
 
     @property
     def usage(self) -> Usage:

@@ -117,6 +117,7 @@ class Writes:
             write.learned.append((path, before, length, tuple(records)))
         now = self._clock()
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        turns = _user_messages(records)
         updated = self._index().record_append(
             entry,
             now=now,
@@ -124,13 +125,14 @@ class Writes:
             prompt_tokens=prompt,
             completion_tokens=completion,
             transcript_bytes=length,
+            turns=turns,
         )
         if updated is None:
             log.warning(
                 "session key was re-created during the run; index row left unchanged",
                 extra={"session_key": entry.key, "session_id": entry.session_id},
             )
-            return bumped(entry, now, model, prompt, completion, length)
+            return bumped(entry, now, model, prompt, completion, length, turns)
         return updated
 
     def _insert_new(self, turn: Turn, now: float) -> bool:
@@ -148,6 +150,7 @@ class Writes:
             prompt_tokens=prompt,
             completion_tokens=completion,
             ephemeral=True,
+            turns=_user_messages(turn.records),
         )
         if not self._index().insert_new(entry):
             return False
@@ -182,6 +185,11 @@ class _Write:
 
     appends: transcript.AppendBatch
     learned: list[_CacheUpdate]
+
+
+def _user_messages(records: Iterable[TranscriptRecord]) -> int:
+    """The turns ``records`` add to a session: its user messages."""
+    return sum(record.role == "user" for record in records)
 
 
 def _lines(records: Iterable[TranscriptRecord]) -> bytes:

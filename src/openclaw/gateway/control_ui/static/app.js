@@ -101,7 +101,8 @@ const state = {
   gw: null,
   agents: [],
   defaultAgent: "main",
-  run: null, // the run in progress: {runId, view, resolveStart}
+  run: null, // the run in progress: {runId, view}
+  retryMs: 0, // while reconnecting after a lost connection: the next wait
   attachments: [], // {name, dataUrl}
   openSession: null, // the session whose transcript is open
 };
@@ -134,6 +135,7 @@ async function connect(secret, remember) {
     gw.onEvent = onEvent;
     gw.onClose = () => connectionLost();
     $("secret").value = "";
+    state.retryMs = 0;
     $("conn-state").textContent = `Connected · gateway ${hello.server.version}`;
     await loadAgents();
     showConnected(true);
@@ -142,6 +144,7 @@ async function connect(secret, remember) {
     $("conn-state").textContent = "";
     $("connect-error").textContent = connectMessage(err);
     if (err.code !== "closed") forgetSecret();
+    else if (state.retryMs) scheduleReconnect(); // the gateway is down: keep trying
     showConnected(false);
   } finally {
     $("connect-button").disabled = false;
@@ -162,12 +165,23 @@ function connectionLost() {
   if (state.run) finishRun(state.run, null, new GatewayError({ message: "Connection lost." }));
   showConnected(false);
   $("connect-error").textContent = "The connection to the gateway was lost.";
-  const secret = storedSecret();
-  if (secret) setTimeout(() => { if (!state.gw) connect(secret, !!localStorage.getItem(SECRET_KEY)); }, 1500);
+  state.retryMs = 1000;
+  scheduleReconnect();
+}
+
+// Reconnects with the kept secret (a restarted gateway), waiting longer each time, up to 30 s.
+function scheduleReconnect() {
+  const wait = state.retryMs;
+  state.retryMs = Math.min(wait * 2, 30_000);
+  setTimeout(() => {
+    const secret = storedSecret();
+    if (!state.gw && secret && state.retryMs) connect(secret, !!localStorage.getItem(SECRET_KEY));
+  }, wait);
 }
 
 function disconnect() {
   forgetSecret();
+  state.retryMs = 0;
   const gw = state.gw;
   state.gw = null;
   if (gw) { gw.onClose = () => {}; gw.close(); }
@@ -268,7 +282,7 @@ function formatUsage(usage) {
 function turnMeta(view, { model, usage, stopReason }) {
   const parts = [model, formatUsage(usage)].filter(Boolean);
   const meta = h("div", { class: "meta" }, parts.join(" · "));
-  if (stopReason && stopReason !== "stop") {
+  if (stopReason && stopReason !== "stop" && stopReason !== "tool_calls") {
     meta.append(h("span", { class: `badge ${stopReason}` }, stopReason));
   }
   view.el.append(meta);
