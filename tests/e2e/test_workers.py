@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from websockets.sync.client import connect
 
-from tests.e2e.conftest import chat_config, transcripts, wait_for
+from tests.e2e.conftest import Ws, chat_config, transcripts, wait_for
 from tests.e2e.processes import TOKEN, GatewayProcess
-from tests.upstream import Answer, FakeUpstream
+from tests.upstream import Answer, FakeUpstream, slow_stream
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -179,3 +181,35 @@ def test_sigterm_to_every_process_as_systemd_sends_it_still_drains(
     assert "forcing exit" not in gw.log and "killing the workers" not in gw.log
     assert gw.log.count("stopping (stdin closed") == 2
     assert "gateway stopped" in gw.log
+
+
+def test_the_page_status_and_stop_reach_the_worker_serving_the_socket(
+    upstream: FakeUpstream, spawn
+) -> None:
+    """The control page's WebSocket lands on one worker: `status` answers for that worker (its
+    pid, with `workers: 2`), and `agent.abort` stops the run it started there."""
+    gw = spawn(two_workers(upstream))
+    wait_for(lambda: len(workers_of(gw)) == 2)
+    with connect(f"ws://127.0.0.1:{gw.port}/") as conn:
+        ws = Ws(conn)
+        _, hello = ws.call("connect", {"auth": {"token": TOKEN}})
+        assert hello["ok"] is True
+        _, status = ws.call("status")
+        assert status["payload"]["workers"] == 2
+        assert status["payload"]["pid"] in workers_of(gw)
+        upstream.script(slow_stream(chunks=400, delay=0.05))
+        conn.send(
+            orjson.dumps(
+                {"type": "req", "id": "run", "method": "agent", "params": {"message": "long"}}
+            ).decode()
+        )
+        while True:
+            msg = orjson.loads(conn.recv(timeout=10))
+            if msg["type"] == "event" and msg["payload"]["stream"] == "assistant":
+                run_id = msg["payload"]["runId"]
+                break
+        _, runs = ws.call("status")
+        assert [r["runId"] for r in runs["payload"]["activeRuns"]] == [run_id]
+        _, stopped = ws.call("agent.abort", {"runId": run_id})
+        assert stopped["ok"] is True
+    assert upstream.wait_for_disconnect(5)

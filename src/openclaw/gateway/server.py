@@ -134,9 +134,11 @@ def listen_line(addrs: list[str], config: Config, secret: ResolvedSecret) -> str
     elif secret.source == "env":
         hint = " (from environment)"
     workers = config.gateway.worker_count()
+    ui = config.gateway.control_ui
+    page = f"; control page: {addrs[0]}{ui.base_path}" if ui.enabled and addrs else ""
     return (
         f"gateway listening on {', '.join(addrs)}; endpoints: {', '.join(endpoints)}; "
-        f"auth: {secret.mode}{hint}" + (f"; {workers} workers" if workers > 1 else "")
+        f"auth: {secret.mode}{hint}" + (f"; {workers} workers" if workers > 1 else "") + page
     )
 
 
