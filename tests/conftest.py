@@ -30,3 +30,7 @@ def gateway_factory(state_dir: Path) -> Iterator[Callable[..., RunningGateway]]:
     yield start
     for gw in started:
         gw.stop()
+
+
+# The PostgreSQL store's tests: a schema of their own on the test server (tests/postgres.py).
+from tests.postgres import pg_schema  # noqa: E402, F401

@@ -72,9 +72,8 @@ from openclaw.messages import (
 )
 from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
-from openclaw.sessions.base import SessionStore, Turn
+from openclaw.sessions.base import Leases, SessionStore, Turn
 from openclaw.sessions.keys import Target
-from openclaw.sessions.lease import SessionLeases
 from openclaw.sessions.models import TranscriptRecord
 from openclaw.tools.registry import AgentTools, Toolbox
 
@@ -253,7 +252,7 @@ class AgentRunner:
         providers: ProviderRegistry,
         bus: EventBus,
         toolbox: Toolbox,
-        leases: SessionLeases,
+        leases: Leases,
         *,
         max_concurrent: int,
         max_queued: int,

@@ -77,3 +77,8 @@ WEB_FETCH_CACHE_SECONDS = 900
 # POST /tools/invoke: tools that change the host stay off the HTTP door unless allowed there.
 HTTP_TOOLS_DENY = ("exec", "write", "edit", "apply_patch", "sessions_send", "sessions_spawn")
 TOOLS_INVOKE_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+# The PostgreSQL store (session.store "postgres").
+POSTGRES_POOL_SIZE = 10
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
+POSTGRES_STATEMENT_TIMEOUT_SECONDS = 30.0

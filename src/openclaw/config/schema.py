@@ -378,11 +378,34 @@ class MaintenanceConfig(_Model):
     interval_ms: PositiveInt = d.MAINTENANCE_INTERVAL_MS
 
 
+class PostgresConfig(_Model):
+    """The shared store of gateway replicas (``session.store: "postgres"``)."""
+
+    # postgresql://user:password@host:port/database; else env OPENCLAW_DATABASE_URL.
+    url: str | None = None
+    # The schema holding the gateway's tables (created when missing).
+    schema_name: str = Field(
+        default="public",
+        validation_alias="schema",
+        serialization_alias="schema",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+    )
+    # Connections for queries and writes; each run in progress on a stored session holds one
+    # more (its session lease) from a second pool of up to agents.defaults.maxConcurrent.
+    pool_size: PositiveInt = d.POSTGRES_POOL_SIZE
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = d.POSTGRES_CONNECT_TIMEOUT_SECONDS
+    statement_timeout_seconds: Annotated[float, Field(gt=0)] = d.POSTGRES_STATEMENT_TIMEOUT_SECONDS
+
+
 class SessionConfig(_Model):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     # A committed turn always survives a killed process; fsync makes it survive a power cut
     # (transcript lines synced, SQLite synchronous=FULL), at the cost of a disk flush per commit.
     fsync: bool = False
+    # "sqlite": the embedded store in the state dir (one machine); "postgres": a database shared
+    # by gateway replicas on several machines.
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    postgres: PostgresConfig = PostgresConfig()
 
 
 class Config(_Model):

@@ -34,6 +34,8 @@ from openclaw.gateway.ws import base_methods, websocket_endpoint
 from openclaw.gateway.ws_methods import runtime_methods
 from openclaw.gateway.ws_status import status_methods
 from openclaw.runtime import Runtime
+from openclaw.sessions.postgres import database_url
+from openclaw.sessions.postgres.auth_failures import PostgresFailures
 
 
 def bind_host(bind: str) -> str:
@@ -114,12 +116,23 @@ def create_app(
             Route("/v1/embeddings", EmbeddingsEndpoint(gw).handle, methods=["POST"]),
         ]
 
-    shared = None
-    if config.gateway.worker_count() > 1:
+    shared: SharedFailures | PostgresFailures | None = None
+    limiter = gw.auth.limiter
+    if config.session.store == "postgres":
+        # Replicas (and their workers) share one database: failed attempts are counted there.
+        pg = config.session.postgres
+        shared = PostgresFailures(
+            database_url(pg),
+            schema=pg.schema_name,
+            cfg=config.gateway.auth.rate_limit,
+            apply=limiter.lock,
+            connect_timeout=pg.connect_timeout_seconds,
+            statement_timeout=pg.statement_timeout_seconds,
+        )
+    elif config.gateway.worker_count() > 1:
         # Several workers: failed auth attempts are counted over all of them.
-        limiter = gw.auth.limiter
         shared = SharedFailures(state, config.gateway.auth.rate_limit, limiter.lock)
-        limiter.shared = shared
+    limiter.shared = shared
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

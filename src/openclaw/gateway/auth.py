@@ -13,14 +13,21 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from openclaw.config.schema import AuthConfig, RateLimitConfig
 from openclaw.errors import AuthenticationError, ConfigError, RateLimitError
 from openclaw.paths import make_private_dir
 
-if TYPE_CHECKING:
-    from openclaw.gateway.shared_failures import SharedFailures
+
+class SharedCount(Protocol):
+    """Failures counted beyond this process (workers on one state dir, or replicas on one
+    database), in the background."""
+
+    def record(self, addr: str) -> None: ...
+
+    def forget(self, addr: str) -> None: ...
+
 
 ENV_VARS = {"token": "OPENCLAW_GATEWAY_TOKEN", "password": "OPENCLAW_GATEWAY_PASSWORD"}
 _PRUNE_AT = 10_000
@@ -136,7 +143,7 @@ class FailureLimiter:
         self._clock = clock
         self._by_addr: dict[str, _Failures] = {}
         # With several workers: failures counted over all of them (``shared_failures``).
-        self.shared: SharedFailures | None = None
+        self.shared: SharedCount | None = None
 
     def _exempt(self, addr: str | None) -> bool:
         if addr is None:

@@ -9,6 +9,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import asyncpg
+
 from openclaw.errors import StoreUnavailableError
 from openclaw.logs import get_logger
 from openclaw.messages import Usage
@@ -105,10 +107,33 @@ class SessionStore(Protocol):
         """Delete responses unused for ``max_age_seconds``; how many."""
 
 
+# What a store's storage can fail with: the disk, SQLite, or the PostgreSQL server and the
+# connection to it (a restart, a dropped connection, a statement or connect timeout).
+STORAGE_ERRORS = (
+    OSError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
+
+
+class Leases(Protocol):
+    """A session's turn across processes (workers on one state dir, or replicas on one
+    database): taken before a run on a stored session starts, given back once its turn is
+    committed."""
+
+    async def acquire(self, key: str) -> None:
+        """Take ``key``'s lease, waiting while another process holds it."""
+
+    def release(self, key: str) -> None:
+        """Give it back (never waits)."""
+
+
 def store_error(exc: BaseException) -> BaseException:
     """An I/O or database failure as the client-facing ``StoreUnavailableError`` (the details
     are logged here, once); anything else (a bad key: a bug) unchanged."""
-    if not isinstance(exc, OSError | sqlite3.Error):
+    if not isinstance(exc, STORAGE_ERRORS):
         return exc
     log.error("session store failed", extra={"error": f"{type(exc).__name__}: {exc}"})
     err = StoreUnavailableError()

@@ -20,17 +20,16 @@ R = TypeVar("R")
 MAX_FILES_PER_COMMIT = 64
 MAX_TURNS_PER_COMMIT = 1024
 
-WriteTurns = Callable[[list[Turn]], list[BaseException | None]]
-Submit = Callable[[Callable[[], list[BaseException | None]]], "asyncio.Future[Any]"]
+# Starts writing a batch of turns in one transaction (on the store's I/O thread, or as a task
+# for a database driver); the future says, per turn, None or the error it failed with.
+StartWrite = Callable[[list[Turn]], "asyncio.Future[list[BaseException | None]]"]
 
 
 class GroupCommit:
-    """``write`` (run through ``submit`` on the store's I/O thread) stores a batch of turns in one
-    transaction and says, per turn, None or the error it failed with."""
+    """Batches of turns for ``start`` to write, one batch in flight at a time."""
 
-    def __init__(self, write: WriteTurns, submit: Submit) -> None:
-        self._write = write
-        self._submit = submit
+    def __init__(self, start: StartWrite) -> None:
+        self._start = start
         self._waiting: list[tuple[Turn, asyncio.Future[None]]] = []
         self._flushing = False
         self._in_flight: asyncio.Future[Any] | None = None
@@ -66,8 +65,7 @@ class GroupCommit:
         if not batch:
             self._flushing = False
             return
-        turns = [turn for turn, _ in batch]
-        work = self._submit(lambda: self._write(turns))
+        work = self._start([turn for turn, _ in batch])
         self._in_flight = work
 
         def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:

@@ -67,7 +67,9 @@ class SqliteSessionStore:
         self._index: SessionIndex | None = None
         self._tails = TailCache(block_size=read_block_size)
         self._writes = Writes(self._state_dir, self._idx, self._tails, fsync=fsync, clock=clock)
-        self._commits = GroupCommit(self._writes.turns, lambda job: self._io().submit(job))
+        self._commits = GroupCommit(
+            lambda turns: self._io().submit(lambda: self._writes.turns(turns))
+        )
 
     @property
     def state_dir(self) -> Path:

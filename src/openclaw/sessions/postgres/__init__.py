@@ -1,0 +1,27 @@
+"""The shared store for gateway replicas: sessions, transcripts, stored responses, session
+leases and failed-auth counters in one PostgreSQL database (``session.store: "postgres"``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from openclaw.config.schema import PostgresConfig
+from openclaw.errors import ConfigError
+from openclaw.sessions.postgres.lease import PostgresSessionLeases
+from openclaw.sessions.postgres.store import PostgresSessionStore
+
+__all__ = ["ENV_URL", "PostgresSessionLeases", "PostgresSessionStore", "database_url"]
+
+ENV_URL = "OPENCLAW_DATABASE_URL"
+
+
+def database_url(cfg: PostgresConfig, env: Mapping[str, str] | None = None) -> str:
+    """``session.postgres.url``, else ``$OPENCLAW_DATABASE_URL``; a config error without."""
+    url = cfg.url or (os.environ if env is None else env).get(ENV_URL)
+    if not url:
+        raise ConfigError(
+            'session.store is "postgres" but no database is named: set session.postgres.url '
+            f"or {ENV_URL}"
+        )
+    return url
