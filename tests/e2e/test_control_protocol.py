@@ -215,9 +215,15 @@ def test_sessions_delete_and_search(fake: FakeUpstream, gateway_factory, ws_to) 
 def test_status_and_agents_list_mask_every_secret(
     fake: FakeUpstream, gateway_factory, ws_to, monkeypatch
 ) -> None:
+    base = fake.base_url.replace("http://", "http://alice:pw-SECRET-9012@") + "?key=q-SECRET-3456"
     provider = {
         "apiKey": "sk-upstream-SECRET-1234",
-        "headers": {"X-Api-Token": "hdr-SECRET-5678", "X-Title": "my app"},
+        "baseUrl": base,
+        "headers": {
+            "X-Api-Token": "hdr-SECRET-5678",
+            "X-Credential": "c-SECRET-7890",
+            "X-Title": "my app",
+        },
     }
     gw = gateway_factory(ui_config(fake, provider=provider))
     ws = ws_to(gw)
@@ -234,11 +240,16 @@ def test_status_and_agents_list_mask_every_secret(
     assert status["endpoints"]["responses"] is False
     assert status["endpoints"]["controlUi"] is True
     text = orjson.dumps(status).decode()
-    for secret in (gw.token, "sk-upstream-SECRET-1234", "hdr-SECRET-5678"):
-        assert secret not in text
+    assert "SECRET" not in text and gw.token not in text
     fake_provider = status["config"]["models"]["providers"]["fake"]
     assert fake_provider["apiKey"] == "[REDACTED]"
-    assert fake_provider["headers"] == {"X-Api-Token": "[REDACTED]", "X-Title": "my app"}
+    assert fake_provider["baseUrl"].startswith("http://[REDACTED]@127.0.0.1:")
+    assert fake_provider["baseUrl"].endswith("?key=[REDACTED]")
+    assert fake_provider["headers"] == {
+        "X-Api-Token": "[REDACTED]",
+        "X-Credential": "[REDACTED]",
+        "X-Title": "my app",
+    }
     assert status["config"]["gateway"]["auth"]["token"] == "[REDACTED]"
     assert (
         status["config"]["gateway"]["port"] == gw.port or status["config"]["gateway"]["port"] >= 0

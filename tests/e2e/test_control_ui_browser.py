@@ -131,7 +131,7 @@ def test_the_control_page_in_chromium(
     assert page.locator("#connect-view").is_hidden()
     # Not remembered unless asked: the tab's sessionStorage only.
     assert page.evaluate("localStorage.length") == 0
-    assert page.evaluate("Object.keys(sessionStorage)") == ["openclaw.gateway.secret"]
+    assert page.evaluate("Object.keys(sessionStorage)") == ["openclaw.gateway.secret:/"]
     assert page.locator("#agent-select option").all_inner_texts() == ["main", "beta"]
 
     # --- a streamed reply grows while the run goes on ----------------------------------------
@@ -282,7 +282,7 @@ def test_remember_narrow_screen_and_dark_mode(
     page.locator("#remember").check()
     page.locator("#connect-button").click()
     page.locator("#chat-view").wait_for(state="visible")
-    assert page.evaluate("Object.keys(localStorage)") == ["openclaw.gateway.secret"]
+    assert page.evaluate("Object.keys(localStorage)") == ["openclaw.gateway.secret:/"]
     # Nothing wider than the phone's screen.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.locator("#prompt").fill("hi")

@@ -105,6 +105,12 @@ async def test_sessions_are_created_found_listed_and_counted(store: Any, clock: 
     assert [e.key for e in await store.list_sessions(search="BETA")] == ["agent:beta:Beta-Two"]
     assert [e.key for e in await store.list_sessions("main", search="beta")] == []
     assert await store.count() == 3
+    # ASCII letters match in any case, other letters exactly (on both stores).
+    await store.get_or_create("agent:main:Ärger-Notes", "main", ephemeral=False)
+    assert [e.key for e in await store.list_sessions(search="Ärger-NOTES")] == [
+        "agent:main:Ärger-Notes"
+    ]
+    assert await store.list_sessions(search="ärger") == []
     with pytest.raises(ValueError):
         await store.get_or_create("agent:beta:x", "main", ephemeral=False)
 

@@ -50,6 +50,7 @@ from openclaw.agents.registry import Agent, AgentRegistry
 from openclaw.agents.tool_calls import ClientCallFilter, ServerCalls
 from openclaw.config import defaults as d
 from openclaw.errors import (
+    ConflictError,
     InternalError,
     InvalidRequestError,
     OpenClawError,
@@ -89,6 +90,9 @@ LIMIT_NOTE = (
 # Writes of aborted and failed runs trail them (nobody waits for their answer), but only this
 # far: beyond it new runs wait for the disk, so a burst cannot grow memory without bound.
 MAX_PENDING_WRITES = 4096
+# How long ``exclusive`` waits for a session's lease held by another process before calling the
+# session busy (a lease between two runs is held for a moment only).
+EXCLUSIVE_WAIT_SECONDS = 0.5
 
 
 def new_run_id() -> str:
@@ -341,6 +345,33 @@ class AgentRunner:
     async def wait_idle(self) -> None:
         """Until no run is in progress (shutdown lets runs on any door finish)."""
         await self._idle.wait()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self, key: str, *, wait: float = EXCLUSIVE_WAIT_SECONDS
+    ) -> AsyncIterator[None]:
+        """``key``'s session to oneself, for a change no run may interleave with (deleting
+        it): no run on it starts here or in another process (its lease) while the block runs.
+        ConflictError when a run on it is in progress (here, or holding the lease elsewhere
+        for longer than ``wait`` seconds)."""
+        busy = ConflictError(
+            f"Session `{key}` has a run in progress; stop it first.",
+            param="sessionKey",
+            code="session_busy",
+        )
+        if key in self._locks.busy():
+            raise busy
+        async with self._locks.hold(key):
+            await self.settled(key)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._leases.acquire(key)
+            except TimeoutError:
+                raise busy from None
+            try:
+                yield
+            finally:
+                self._leases.release(key)
 
     @contextlib.asynccontextmanager
     async def _slot(self, target: Target) -> AsyncIterator[None]:

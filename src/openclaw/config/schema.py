@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -149,6 +150,11 @@ class GatewayToolsConfig(_Model):
     deny: list[str] = []
 
 
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+# First path segments the gateway serves itself.
+_RESERVED_PATHS = frozenset({"v1", "health", "healthz", "openapi.json", "tools", "ws", "assets"})
+
+
 class ControlUiConfig(_Model):
     """The chat and control page served on the gateway port."""
 
@@ -160,12 +166,17 @@ class ControlUiConfig(_Model):
     @field_validator("base_path")
     @classmethod
     def _base_path(cls, value: str) -> str:
-        path = "/" + value.strip("/")
-        if any(c in path for c in "?#%\\ ") or "//" in path or "/." in path:
-            raise ValueError('expected a plain URL path such as "/" or "/openclaw"')
-        if path.startswith("/v1") and (len(path) == 3 or path[3] == "/"):
-            raise ValueError("must not be under /v1 (the OpenAI endpoints)")
-        return path
+        segments = value.strip("/").split("/") if value.strip("/") else []
+        # Plain segments only: nothing a router would read as a parameter ("{x}"), nothing the
+        # page would have to escape, no dot segments.
+        if not all(_PATH_SEGMENT.fullmatch(s) and s.strip(".") for s in segments):
+            raise ValueError(
+                'expected "/" or a path of letters, digits, ".", "_", "~" and "-" segments, '
+                'such as "/openclaw"'
+            )
+        if segments and segments[0] in _RESERVED_PATHS:
+            raise ValueError(f"/{segments[0]} is the gateway's own; pick another path")
+        return "/" + "/".join(segments)
 
 
 class GatewayConfig(_Model):

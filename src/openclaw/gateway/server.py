@@ -47,7 +47,15 @@ def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
         timeout_keep_alive=30,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        ws_max_size=ws_max_size(config),
     )
+
+
+def ws_max_size(config: Config) -> int:
+    """The largest WebSocket message: uvicorn's 16 MiB, or more when the images an ``agent``
+    request may carry (the chat completions limits, base64-encoded) need it."""
+    images = config.gateway.http.endpoints.chat_completions.max_total_image_bytes
+    return max(16 * 1024 * 1024, images * 4 // 3 + 1024 * 1024)
 
 
 class GatewayServer(uvicorn.Server):

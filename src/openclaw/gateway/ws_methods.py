@@ -20,12 +20,12 @@ from pydantic.alias_generators import to_camel
 from openclaw.agents.events import RunEnded
 from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
-from openclaw.errors import ConflictError, InvalidRequestError, NotFoundError
+from openclaw.errors import InvalidRequestError, NotFoundError
 from openclaw.gateway.images import load_images
 from openclaw.gateway.protocol import agent_event, result_payload, session_payload
 from openclaw.gateway.state import AbortableRun
 from openclaw.gateway.ws import Connection, Method
-from openclaw.messages import ChatMessage, TextPart
+from openclaw.messages import ChatMessage, TextPart, Usage
 from openclaw.sessions.keys import (
     Target,
     in_namespace,
@@ -36,6 +36,8 @@ from openclaw.sessions.keys import (
 )
 
 MAX_LIMIT = 1000
+# Records read back to find how a stopped run's turn was stored (its last assistant record).
+STOP_LOOKBACK = 200
 INVALID_KEY = (
     "Invalid session key: use `agent:<agentId>:<name>` or a plain name "
     "(at most 512 characters, no control characters)."
@@ -147,16 +149,39 @@ async def agent(conn: Connection, params: dict[str, Any]) -> Any:
         # ended as a disconnect ends it (its partial turn stored as aborted); say so.
         if not entry.aborted or task.uncancel() > 0:
             raise
-        ended = RunEnded("aborted", "aborted")
-        await conn.event("agent", agent_event(run.run_id, run.target.key, ended))
-        return {
-            "runId": run.run_id,
-            "sessionKey": run.target.key,
-            "agentId": run.target.agent_id,
-            "stopReason": "aborted",
-        }
+        return await _stopped(conn, run)
     finally:
         conn.gw.ws_runs.pop(run.run_id, None)
+
+
+async def _stopped(conn: Connection, run: RunParams) -> dict[str, Any]:
+    """The answer of a run ``agent.abort`` stopped: as its turn was stored.  A stop that came
+    after the answer was complete, while its turn was being committed, leaves the turn whole;
+    the answer says so rather than "aborted"."""
+    runner, store = conn.gw.runtime.runner, conn.gw.runtime.store
+    await runner.settled(run.target.key)
+    entry = await store.get(run.target.key)
+    records = [] if entry is None else await store.read_history(entry, max_records=STOP_LOOKBACK)
+    mine = [r for r in records if r.run_id == run.run_id and r.role == "assistant"]
+    stop = mine[-1].stop_reason if mine else None
+    out: dict[str, Any] = {
+        "runId": run.run_id,
+        "sessionKey": run.target.key,
+        "agentId": run.target.agent_id,
+        "stopReason": stop if stop is not None and stop != "aborted" else "aborted",
+    }
+    if out["stopReason"] == "aborted":
+        ended = RunEnded("aborted", "aborted")
+    else:
+        usage = sum((r.usage for r in mine if r.usage is not None), Usage())
+        out |= {
+            "text": "\n\n".join(str(r.content) for r in mine if r.content),
+            "usage": usage.as_dict(),
+            "model": mine[-1].model,
+        }
+        ended = RunEnded("end", out["stopReason"], usage)
+    await conn.event("agent", agent_event(run.run_id, run.target.key, ended))
+    return out
 
 
 async def _user_message(conn: Connection, p: AgentParams) -> ChatMessage:
@@ -231,20 +256,15 @@ async def sessions_history(conn: Connection, params: dict[str, Any]) -> Any:
 
 
 async def sessions_delete(conn: Connection, params: dict[str, Any]) -> Any:
-    """Delete one stored session and its transcript (refused while a run on it is in
-    progress in this process: stop it first)."""
+    """Delete one stored session and its transcript (refused, ``session_busy``, while a run on
+    it is in progress in any worker: stop it first)."""
     p = parse_params(SessionKeyParams, params)
     runtime = conn.gw.runtime
     key = _own_key(conn, p.session_key)
-    if key in runtime.runner.sessions_in_use():
-        raise ConflictError(
-            f"Session `{key}` has a run in progress; stop it first.",
-            param="sessionKey",
-            code="session_busy",
-        )
-    # A finished run's turn may still be on its way to the store: it must not land afterwards.
-    await runtime.runner.settled(key)
-    if not await runtime.store.delete(key):
+    # No run on it here or in another worker while it goes; its last turn is written first.
+    async with runtime.runner.exclusive(key):
+        deleted = await runtime.store.delete(key)
+    if not deleted:
         raise NotFoundError(f"No session `{key}`.", param="sessionKey", code="session_not_found")
     return {"sessionKey": key, "deleted": True}
 

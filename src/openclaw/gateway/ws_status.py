@@ -19,8 +19,15 @@ from openclaw.sessions.keys import namespace_of, owned
 from openclaw.tools.redact import MASK, Redactor
 
 # Config keys whose values are credentials wherever they appear; header values are masked by
-# header name (the rule the runtime uses to find the secrets it cuts out of tool output).
+# header name (the runtime's rule for the secrets it cuts out of tool output, and a few more).
 _SECRET_KEY = re.compile(r"^(token|password|apiKey|secret|.*Secret|.*Token|.*Password)$")
+_SECRET_HEADER = re.compile(r"credential|signature|api", re.IGNORECASE)
+# A URL's user-info (user:password@) and query values may carry credentials (a proxy's login, a
+# `?key=` API key, a database password): both are masked in any URL-shaped value.
+_URL = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:(?P<userinfo>[^@/?#]*)@)?(?P<rest>.*)$"
+)
+_QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
 
 
 def status_methods() -> dict[str, Method]:
@@ -85,7 +92,20 @@ async def status(conn: Connection, params: dict[str, Any]) -> Any:
         },
         "agents": agents_payload(runtime),
         "activeRuns": runs,
-        "config": redacted_config(config, runtime.redactor),
+        # What an `agent` request may attach (the chat completions endpoint's image limits).
+        "limits": {
+            "maxImageParts": endpoints.chat_completions.max_image_parts,
+            "maxImageBytes": endpoints.chat_completions.images.max_bytes,
+            "maxTotalImageBytes": endpoints.chat_completions.max_total_image_bytes,
+            "imageTypes": list(endpoints.chat_completions.images.allowed_mimes),
+        },
+        # The gateway's configuration is for whoever holds its secret; a trusted proxy's users
+        # are users, not its operators.
+        "config": (
+            redacted_config(config, runtime.redactor)
+            if namespace_of(conn.identity) is None
+            else None
+        ),
     }
 
 
@@ -107,14 +127,24 @@ def _mask(value: Any, redactor: Redactor, *, secret: bool) -> Any:
     if isinstance(value, list):
         return [_mask(item, redactor, secret=secret) for item in value]
     if isinstance(value, str):
-        return MASK if secret and value else redactor(value)
+        return MASK if secret and value else redactor(_mask_url(value))
     return value
+
+
+def _mask_url(value: str) -> str:
+    match = _URL.match(value)
+    if match is None:
+        return value
+    userinfo = f"{MASK}@" if match["userinfo"] is not None else ""
+    return match["scheme"] + userinfo + _QUERY_VALUE.sub(rf"\g<1>{MASK}", match["rest"])
 
 
 def _mask_headers(headers: Any, redactor: Redactor) -> Any:
     if not isinstance(headers, dict):
         return _mask(headers, redactor, secret=False)
     return {
-        name: MASK if CREDENTIAL_HEADER.search(name) else _mask(v, redactor, secret=False)
+        name: MASK
+        if CREDENTIAL_HEADER.search(name) or _SECRET_HEADER.search(name)
+        else _mask(v, redactor, secret=False)
         for name, v in headers.items()
     }

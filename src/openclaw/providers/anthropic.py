@@ -38,7 +38,7 @@ from openclaw.providers.errors import (
     upstream_error,
     upstream_errors,
 )
-from openclaw.providers.http import HttpProviderBase, sse_data
+from openclaw.providers.http import HttpProviderBase, sse_data, upload
 from openclaw.providers.tokens import estimate_usage
 
 API_VERSION = "2023-06-01"
@@ -182,7 +182,9 @@ class AnthropicProvider(HttpProviderBase):
         max_tokens = self._max_tokens.get(request.model, DEFAULT_MAX_TOKENS)
         body = request_body(request, max_tokens, stream=True)
         with upstream_errors(label):
-            async with self.session.post(self._url, data=body, headers=self._headers) as resp:
+            async with self.session.post(
+                self._url, data=upload(body), headers=self._headers
+            ) as resp:
                 await raise_for_response(resp, label)
                 state = _MessageStream(label)
                 seen = False

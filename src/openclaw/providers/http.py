@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -56,6 +57,15 @@ class HttpProviderBase:
 
 # One SSE line (a chunk of a streamed answer) can hold a whole tool call's arguments.
 MAX_SSE_LINE = 16 * 1024 * 1024
+# aiohttp sends a bytes body up to this size in one write; beyond it, it warns that the write may
+# hold the event loop (a request with large images): such a body goes as a file-like object,
+# which it sends a chunk at a time.
+LARGE_BODY = 1024 * 1024
+
+
+def upload(body: bytes) -> bytes | io.BytesIO:
+    """``body`` as an upstream request's ``data``: large ones streamed (see ``LARGE_BODY``)."""
+    return io.BytesIO(body) if len(body) > LARGE_BODY else body
 
 
 async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:

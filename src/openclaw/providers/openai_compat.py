@@ -39,7 +39,7 @@ from openclaw.providers.errors import (
     upstream_error,
     upstream_errors,
 )
-from openclaw.providers.http import HttpProviderBase, sse_data
+from openclaw.providers.http import HttpProviderBase, sse_data, upload
 from openclaw.providers.tokens import estimate_tokens, estimate_usage
 
 _FINISH: dict[str, StopReason] = {
@@ -250,7 +250,9 @@ class OpenAICompatProvider(HttpProviderBase):
             encode_tool=self._tools,
         )
         with upstream_errors(label):
-            async with self.session.post(self._url, data=body, headers=self._headers) as resp:
+            async with self.session.post(
+                self._url, data=upload(body), headers=self._headers
+            ) as resp:
                 await raise_for_response(resp, label)
                 if deltas:
                     async for event in self._events(resp, label):

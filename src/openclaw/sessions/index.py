@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from openclaw.logs import get_logger
 from openclaw.paths import create_private_file, make_private_dir
 from openclaw.sessions import responses
+from openclaw.sessions.keys import ascii_lower
 from openclaw.sessions.models import SessionEntry
 from openclaw.sessions.responses import ResponseTable, StoredResponse
 
@@ -383,7 +384,7 @@ class SessionIndex:
             where.append("ephemeral = 0")
         if search:
             where.append("instr(lower(key), ?) > 0")
-            params.append(search.lower())
+            params.append(ascii_lower(search))
         sql = f"SELECT {_COLUMNS} FROM session_index"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -108,6 +108,15 @@ def user_key(agent_id: str, user: str, api: str = "openai") -> str:
     return build_key(agent_id, f"{api}-user", sanitize_user(user))
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with ASCII letters lowered, others as they are: key search is case-insensitive
+    for ASCII letters on every store (SQLite's ``lower()`` knows no others)."""
+    return text.translate(_ASCII_LOWER)
+
+
 def is_valid_key(key: str) -> bool:
     """True for a non-empty key of at most 512 chars without control chars or lone surrogates."""
     return 0 < len(key) <= MAX_KEY_LEN and _KEY_FORBIDDEN.search(key) is None

@@ -9,6 +9,7 @@ cached for a year, and the page (never cached without revalidation) names the cu
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
 from importlib import resources
 
@@ -66,7 +67,8 @@ class ControlUi:
             page = page.replace("{{" + name + "}}", self.assets_prefix + served)
         # The page finds its WebSocket (and links) from its base path, given in a <meta> tag:
         # no inline script is allowed to say it.
-        page = page.replace("{{base}}", self.base or "/")
+        # (The base path is plain segments by the config's rule; escaped all the same.)
+        page = page.replace("{{base}}", html.escape(self.base or "/"))
         data = page.encode()
         self.page = Asset(data, "text/html; charset=utf-8", _hashed("index.html", data)[1])
 
@@ -95,7 +97,8 @@ class ControlUi:
 
 def _respond(request: Request, asset: Asset, headers: dict[str, str]) -> Response:
     headers["etag"] = asset.etag
-    if asset.etag in request.headers.get("if-none-match", ""):
+    wanted = request.headers.get("if-none-match", "")
+    if wanted.strip() == "*" or asset.etag in wanted:
         return Response(status_code=304, headers=headers)
     body = b"" if request.method == "HEAD" else asset.data
     response = Response(body, media_type=asset.media_type, headers=headers)

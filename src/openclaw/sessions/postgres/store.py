@@ -29,13 +29,14 @@ from openclaw.sessions import transcript
 from openclaw.sessions.base import STORAGE_ERRORS, SessionStore, Turn, log, store_error
 from openclaw.sessions.commits import GroupCommit
 from openclaw.sessions.index import bumped
-from openclaw.sessions.keys import is_valid_key
+from openclaw.sessions.keys import ascii_lower, is_valid_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.sessions.postgres import schema as migrations
 from openclaw.sessions.responses import StoredResponse
 from openclaw.sessions.writes import check_key
 
 _PRUNE_BATCH = 500
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _COLUMNS = (
     "key, session_id, agent_id, created_at, updated_at, model, prompt_tokens,"
     " completion_tokens, ephemeral, turns"
@@ -198,9 +199,11 @@ class PostgresSessionStore:
         if not include_ephemeral:
             where.append("NOT ephemeral")
         if search:
-            # ASCII letters in any case, as the embedded store matches.
-            params.append(search.lower())
-            where.append(f"strpos(lower(key), ${len(params)}) > 0")
+            # ASCII letters in any case, others exactly, as the embedded store matches.
+            params.append(ascii_lower(search))
+            where.append(
+                f"strpos(translate(key, '{_UPPER}', '{_UPPER.lower()}'), ${len(params)}) > 0"
+            )
         sql = f"SELECT {_COLUMNS} FROM oc_sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)

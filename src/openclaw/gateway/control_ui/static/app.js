@@ -5,7 +5,9 @@
 
 const BASE = document.querySelector('meta[name="openclaw-base"]').content;
 const WS_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${BASE}`;
-const SECRET_KEY = "openclaw.gateway.secret";
+// Per base path: two gateways behind one host keep their own. (Storage is per origin: other
+// pages of this origin can read it, which is why it is kept only when asked.)
+const SECRET_KEY = `openclaw.gateway.secret:${BASE}`;
 
 const $ = (id) => document.getElementById(id);
 
@@ -103,7 +105,8 @@ const state = {
   defaultAgent: "main",
   run: null, // the run in progress: {runId, view}
   retryMs: 0, // while reconnecting after a lost connection: the next wait
-  attachments: [], // {name, dataUrl}
+  attachments: [], // {name, dataUrl, bytes}
+  limits: null, // what an agent request may attach (from status)
   openSession: null, // the session whose transcript is open
 };
 
@@ -138,6 +141,7 @@ async function connect(secret, remember) {
     state.retryMs = 0;
     $("conn-state").textContent = `Connected · gateway ${hello.server.version}`;
     await loadAgents();
+    state.limits = (await gw.call("status")).limits;
     showConnected(true);
     showView("chat");
   } catch (err) {
@@ -345,6 +349,8 @@ function finishRun(run, result, err) {
 }
 
 function setBusy(busy) {
+  $("messages").setAttribute("aria-busy", busy ? "true" : "false");
+  $("continue-session").disabled = busy;
   $("send").disabled = busy;
   $("stop").disabled = !busy || !state.run?.runId;
   $("agent-select").disabled = busy;
@@ -382,8 +388,6 @@ function onEvent(name, payload) {
       const entry = view.tools.get(data.toolCallId) || toolBlock(view, data.toolCallId, data.name, {});
       toolResult(entry, data);
     }
-  } else if (payload.stream === "lifecycle" && data.phase === "error" && data.error) {
-    view.el.append(h("div", { class: "err" }, data.error));
   }
   scrollToEnd($("messages"));
 }
@@ -399,15 +403,33 @@ function newSession() {
 
 // --- attachments --------------------------------------------------------------------------
 
+// Checked against the gateway's limits here too, so that a file too large is refused with a
+// clear message rather than sent.
 function addFiles(files) {
+  const limits = state.limits;
+  $("chat-error").textContent = "";
   for (const file of files) {
+    const refusal = attachmentRefusal(file, limits);
+    if (refusal) { $("chat-error").textContent = refusal; continue; }
     const reader = new FileReader();
     reader.addEventListener("load", () => {
-      state.attachments.push({ name: file.name, dataUrl: reader.result });
+      state.attachments.push({ name: file.name, dataUrl: reader.result, bytes: file.size });
       renderAttachments();
     });
     reader.readAsDataURL(file);
   }
+  $("attach").value = "";
+}
+
+function attachmentRefusal(file, limits) {
+  if (!limits) return null;
+  const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
+  if (!limits.imageTypes.includes(file.type)) return `${file.name}: not an image type the gateway takes (${limits.imageTypes.join(", ")}).`;
+  if (file.size > limits.maxImageBytes) return `${file.name} is larger than the gateway's limit of ${mb(limits.maxImageBytes)} per image.`;
+  if (state.attachments.length >= limits.maxImageParts) return `At most ${limits.maxImageParts} images per message.`;
+  const total = state.attachments.reduce((n, a) => n + a.bytes, 0) + file.size;
+  if (total > limits.maxTotalImageBytes) return `Images may total at most ${mb(limits.maxTotalImageBytes)} per message.`;
+  return null;
 }
 
 function renderAttachments() {
@@ -500,7 +522,7 @@ async function loadSessions() {
         h("td", {}, when(s.updatedAt)),
         h("td", {}, s.turns ?? "–"),
         h("td", {}, s.usage.promptTokens + s.usage.completionTokens),
-        h("td", { class: "actions" }, h("button", { type: "button", onclick: () => openTranscript(s) }, "Open")),
+        h("td", { class: "actions" }, h("button", { type: "button", "aria-label": `Open ${s.key}`, onclick: () => openTranscript(s) }, "Open")),
       ),
     );
     $("sessions-table").tBodies[0].replaceChildren(
@@ -540,18 +562,22 @@ async function deleteOpenSession() {
 function closeTranscript() {
   state.openSession = null;
   $("transcript").hidden = true;
+  $("session-search").focus(); // focus goes back where the list starts, not to the page's top
 }
 
 async function continueOpenSession() {
   const session = state.openSession;
-  if (!session) return;
-  $("agent-select").value = session.agentId;
-  $("session-key").value = session.key;
-  renderTranscript($("messages"), []);
-  const { messages } = await state.gw.call("sessions.history", { sessionKey: session.key, limit: 200 });
-  renderTranscript($("messages"), messages);
-  showView("chat");
-  scrollToEnd($("messages"));
+  if (!session || state.run) return; // a run in progress keeps its session
+  try {
+    const { messages } = await state.gw.call("sessions.history", { sessionKey: session.key, limit: 200 });
+    $("agent-select").value = session.agentId;
+    $("session-key").value = session.key;
+    renderTranscript($("messages"), messages);
+    showView("chat");
+    scrollToEnd($("messages"));
+  } catch (err) {
+    $("sessions-error").textContent = err.message;
+  }
 }
 
 // --- status -------------------------------------------------------------------------------
@@ -594,7 +620,7 @@ async function loadStatus() {
             h("td", { class: "key" }, r.runId),
             h("td", { class: "key" }, r.sessionKey),
             h("td", {}, duration(Math.max(0, now - r.startedAt))),
-            h("td", { class: "actions" }, r.abortable ? h("button", { type: "button", onclick: () => abortRun(r.runId) }, "Stop") : null),
+            h("td", { class: "actions" }, r.abortable ? h("button", { type: "button", "aria-label": `Stop run ${r.runId}`, onclick: () => abortRun(r.runId) }, "Stop") : null),
           ))
         : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No run in progress."))]),
     );
