@@ -17,10 +17,9 @@ from openclaw.config.schema import Config
 from openclaw.logs import get_logger
 from openclaw.providers.base import Provider
 from openclaw.providers.registry import ProviderRegistry
-from openclaw.sessions.base import Leases, SessionStore
+from openclaw.sessions.factory import make_leases, make_store
 from openclaw.sessions.lease import SessionLeases
-from openclaw.sessions.postgres import PostgresSessionLeases, PostgresSessionStore, database_url
-from openclaw.sessions.store import SqliteSessionStore
+from openclaw.sessions.postgres import PostgresSessionLeases
 from openclaw.tools.redact import Redactor
 from openclaw.tools.registry import Toolbox
 
@@ -65,29 +64,9 @@ class Runtime:
                 self.providers.check_ref(ref, f"agents.list[{i}].models")
             if entry.embeddings is not None and entry.embeddings.model is not None:
                 self.providers.check_ref(entry.embeddings.model, f"agents.list[{i}].embeddings")
-        self.store: SessionStore
-        self.leases: Leases
-        if config.session.store == "postgres":
-            # Replicas on several machines: sessions, transcripts, responses and leases in the
-            # shared database.
-            pg = config.session.postgres
-            url = database_url(pg)
-            self.store = PostgresSessionStore(
-                url,
-                schema=pg.schema_name,
-                pool_size=pg.pool_size,
-                connect_timeout=pg.connect_timeout_seconds,
-                statement_timeout=pg.statement_timeout_seconds,
-            )
-            self.leases = PostgresSessionLeases(
-                url,
-                schema=pg.schema_name,
-                max_held=config.agents.defaults.max_concurrent,
-                connect_timeout=pg.connect_timeout_seconds,
-            )
-        else:
-            self.store = SqliteSessionStore(state_dir, fsync=config.session.fsync)
-            self.leases = SessionLeases(state_dir)
+        # The embedded store in the state dir, or the database shared by replicas.
+        self.store = make_store(config, state_dir)
+        self.leases = make_leases(config, state_dir)
         self.bus = EventBus()
         self.toolbox = Toolbox(
             config, self.agents, self.store, state_dir, self.redactor, self.providers

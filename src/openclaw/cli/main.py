@@ -223,7 +223,9 @@ def main() -> None:
 __all__ = ["cli", "main", "read_raw"]
 
 from openclaw.cli.agent import agent_command  # noqa: E402
+from openclaw.cli.db import db_group  # noqa: E402
 from openclaw.cli.sessions import sessions_group  # noqa: E402
 
 cli.add_command(agent_command)
 cli.add_command(sessions_group)
+cli.add_command(db_group)

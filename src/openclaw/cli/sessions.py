@@ -1,12 +1,15 @@
-"""``openclaw sessions list|show``: read the session store directly (safe beside a running
-gateway: the index is SQLite in WAL mode and transcripts are append-only)."""
+"""``openclaw sessions list|show|export|migrate``: read the session store directly (safe beside
+a running gateway: the embedded index is SQLite in WAL mode and transcripts are append-only; the
+shared store is a database), and copy an embedded store into the shared one."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -14,13 +17,20 @@ import orjson
 from openclaw import paths
 from openclaw.agents.history import RESET
 from openclaw.agents.registry import AgentRegistry
-from openclaw.cli.common import fail
-from openclaw.config.loader import load_config
-from openclaw.errors import ConfigError
+from openclaw.cli.common import config_option, fail, load
+from openclaw.cli.db import where
+from openclaw.config.schema import Config
+from openclaw.errors import ConfigError, StoreUnavailableError
 from openclaw.gateway.protocol import session_payload
+from openclaw.sessions.base import STORAGE_ERRORS, SessionStore
+from openclaw.sessions.factory import make_store
 from openclaw.sessions.keys import normalize_agent_id, scoped_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
-from openclaw.sessions.store import INDEX_FILENAME, SqliteSessionStore
+from openclaw.sessions.postgres import database_url
+from openclaw.sessions.postgres.copy import copy_sqlite_to_postgres
+from openclaw.sessions.store import INDEX_FILENAME
+
+T = TypeVar("T")
 
 
 def _store_exists(state: Path) -> bool:
@@ -28,21 +38,45 @@ def _store_exists(state: Path) -> bool:
     return (state / INDEX_FILENAME).exists()
 
 
-async def _list(
-    state: Path, agent_id: str | None, limit: int, include_ephemeral: bool
-) -> list[SessionEntry]:
-    async with SqliteSessionStore(state) as store:
-        return await store.list_sessions(agent_id, limit=limit, include_ephemeral=include_ephemeral)
+def _where(config: Config, state: Path) -> str:
+    if config.session.store == "postgres":
+        try:
+            return f"the database at {where(database_url(config.session.postgres))}"
+        except ConfigError as exc:
+            fail(str(exc))
+    return str(state)
+
+
+def _has_store(config: Config, state: Path) -> bool:
+    # Reading must not create an empty index in a state dir that has none.
+    return config.session.store == "postgres" or _store_exists(state)
+
+
+def _run(config: Config, state: Path, job: Callable[[SessionStore], Awaitable[T]]) -> T:
+    """``job`` on the configured store, opened for it; a store that cannot be reached is a clean
+    error, not a traceback."""
+
+    async def run() -> T:
+        store = make_store(config, state)
+        await store.open()
+        try:
+            return await job(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (StoreUnavailableError, *STORAGE_ERRORS) as exc:
+        fail(f"cannot read the session store ({_where(config, state)}): {exc}")
 
 
 async def _history(
-    state: Path, key: str, limit: int | None
+    store: SessionStore, key: str, limit: int | None
 ) -> tuple[SessionEntry | None, list[TranscriptRecord]]:
-    async with SqliteSessionStore(state) as store:
-        entry = await store.get(key)
-        if entry is None:
-            return None, []
-        return entry, await store.read_history(entry, max_records=limit)
+    entry = await store.get(key)
+    if entry is None:
+        return None, []
+    return entry, await store.read_history(entry, max_records=limit)
 
 
 def _when(ts: float) -> str:
@@ -100,22 +134,32 @@ def sessions_group() -> None:
 @click.option("--all", "include_all", is_flag=True, help="Include ephemeral per-request sessions.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON ({sessions: [...]}).")
-def sessions_list(agent_id: str | None, include_all: bool, limit: int, as_json: bool) -> None:
+@config_option
+def sessions_list(
+    agent_id: str | None, include_all: bool, limit: int, as_json: bool, config_path: Path | None
+) -> None:
     """Sessions, most recently updated first."""
     state = paths.state_dir()
+    config = load(config_path)
     if agent_id is not None:
         try:
             agent_id = normalize_agent_id(agent_id)
         except ValueError:
             fail("--agent is empty", 2)
     entries = (
-        asyncio.run(_list(state, agent_id, limit, include_all)) if _store_exists(state) else []
+        _run(
+            config,
+            state,
+            lambda store: store.list_sessions(agent_id, limit=limit, include_ephemeral=include_all),
+        )
+        if _has_store(config, state)
+        else []
     )
     if as_json:
         click.echo(orjson.dumps({"sessions": [session_payload(e) for e in entries]}).decode())
         return
     if not entries:
-        click.echo(f"no sessions in {state}")
+        click.echo(f"no sessions in {_where(config, state)}")
         return
     rows: list[tuple[str, ...]] = [("KEY", "AGENT", "UPDATED", "MODEL", "TOKENS IN/OUT")]
     for e in entries:
@@ -130,33 +174,112 @@ def sessions_list(agent_id: str | None, include_all: bool, limit: int, as_json: 
 @click.argument("key")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N records.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON ({sessionKey, messages}).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file, for the default agent of a key without `agent:`.",
-)
+@config_option
 def sessions_show(key: str, limit: int | None, as_json: bool, config_path: Path | None) -> None:
     """The transcript of session KEY (`agent:<id>:<name>`, or a name under the default agent)."""
     state = paths.state_dir()
-    try:
-        config = load_config(paths.config_path(config_path))
-    except ConfigError as exc:
-        fail(str(exc))
-    default_agent = AgentRegistry(config, state).default_id
-    try:
-        store_key = scoped_key(key, default_agent)
-    except ValueError:
-        fail(f"invalid session key {key!r}: use agent:<agentId>:<name> or a plain name", 2)
+    config = load(config_path)
+    store_key = _store_key(config, state, key)
     entry, records = (
-        asyncio.run(_history(state, store_key, limit)) if _store_exists(state) else (None, [])
+        _run(config, state, lambda store: _history(store, store_key, limit))
+        if _has_store(config, state)
+        else (None, [])
     )
     if entry is None:
-        fail(f"no session `{store_key}` in {state} (see `openclaw sessions list --all`)")
+        fail(
+            f"no session `{store_key}` in {_where(config, state)}"
+            " (see `openclaw sessions list --all`)"
+        )
     if as_json:
         messages = [r.to_dict() for r in records]
         click.echo(orjson.dumps({"sessionKey": store_key, "messages": messages}).decode())
         return
     for line in transcript_lines(records):
         click.echo(line)
+
+
+def _store_key(config: Config, state: Path, key: str) -> str:
+    """``key`` as stored (a plain name is under the default agent), or a clean exit."""
+    try:
+        return scoped_key(key, AgentRegistry(config, state).default_id)
+    except ValueError:
+        fail(f"invalid session key {key!r}: use agent:<agentId>:<name> or a plain name", 2)
+
+
+@sessions_group.command("export")
+@click.argument("key")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+    default="-",
+    help="File to write (default: standard output).",
+)
+@config_option
+def sessions_export(key: str, output: Path, config_path: Path | None) -> None:
+    """Write the transcript of session KEY as JSONL (one record per line, as the embedded store
+    keeps it), from whichever store is configured."""
+    state = paths.state_dir()
+    config = load(config_path)
+    store_key = _store_key(config, state, key)
+    entry, records = (
+        _run(config, state, lambda store: _history(store, store_key, None))
+        if _has_store(config, state)
+        else (None, [])
+    )
+    if entry is None:
+        fail(f"no session `{store_key}` in {_where(config, state)}")
+    data = b"".join(record.to_json_bytes() for record in records)
+    if str(output) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        click.echo(f"{len(records)} records of {store_key} written to {output}", err=True)
+
+
+@sessions_group.command("migrate")
+@click.option("--from", "source", type=click.Choice(["sqlite"]), required=True)
+@click.option("--to", "target", type=click.Choice(["postgres"]), required=True)
+@config_option
+def sessions_migrate(source: str, target: str, config_path: Path | None) -> None:
+    """Copy the state dir's sessions, transcripts and stored responses into the database of
+    session.postgres (idempotent and resumable: run it again after an interruption)."""
+    state = paths.state_dir()
+    config = load(config_path)
+    if not _store_exists(state):
+        fail(f"no session store in {state}")
+    pg = config.session.postgres
+    try:
+        url = database_url(pg)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    def progress(done: int, total: int) -> None:
+        if done % 1000 == 0 or done == total:
+            click.echo(f"  {done}/{total} sessions", err=True)
+
+    try:
+        report = asyncio.run(
+            copy_sqlite_to_postgres(
+                state,
+                url,
+                schema=pg.schema_name,
+                connect_timeout=pg.connect_timeout_seconds,
+                progress=progress,
+            )
+        )
+    except STORAGE_ERRORS as exc:
+        fail(f"cannot copy to the database at {where(url)}: {type(exc).__name__}: {exc}")
+    click.echo(
+        f"{report.copied} sessions copied, {report.resumed} completed, "
+        f"{report.unchanged} already there; {report.records} records, "
+        f"{report.responses} stored responses"
+    )
+    for key in report.conflicts:
+        click.echo(f"conflict: {key} holds another session in the database (left as is)")
+    for key in report.mismatched:
+        click.echo(f"mismatch: {key} has fewer records in the database than in {state}")
+    if not report.ok:
+        fail("the copy is not complete (see above)")
+    click.echo("verified: every session's records are in the database")

@@ -62,11 +62,15 @@ class PostgresSessionLeases:
             raise store_error(exc) from exc
 
     async def aclose(self) -> None:
+        """Close every connection; leases still held go with theirs (the server drops them)."""
+        held, self._held = list(self._held.values()), {}
+        for conn in held:
+            self._releasing_task(self._drop(conn))
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()  # closing a connection drops any lock it still held
+            await pool.close()
 
     async def acquire(self, key: str) -> None:
         """Take ``key``'s lease, waiting in line behind other replicas' runs on it."""
