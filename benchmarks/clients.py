@@ -236,14 +236,20 @@ class _LoadConn(asyncio.Protocol):
             run.finished.set_result(None)
 
 
-async def run_load(port: int, make: Callable[[], bytes], total: int, duration: float) -> LoadRun:
+async def run_load(
+    port: int,
+    make: Callable[[], bytes],
+    total: int,
+    duration: float,
+    connections: int = CONNECTIONS,
+) -> LoadRun:
     """``total`` requests from ``make`` (or fewer, once ``duration`` s are up) over
-    ``CONNECTIONS`` connections to ``port``; non-streaming (content-length) responses only."""
+    ``connections`` connections to ``port``; non-streaming (content-length) responses only."""
     loop = asyncio.get_running_loop()
     run = LoadRun(make, total, duration)
     run.finished = loop.create_future()
     await asyncio.gather(
-        *(loop.create_connection(lambda: _LoadConn(run), HOST, port) for _ in range(CONNECTIONS))
+        *(loop.create_connection(lambda: _LoadConn(run), HOST, port) for _ in range(connections))
     )
     await asyncio.wait_for(run.finished, duration + 30)
     return run

@@ -56,6 +56,11 @@ class PostgresSessionLeases:
                 server_settings={
                     "statement_timeout": "0",
                     "application_name": "openclaw-gateway-leases",
+                    # A machine that vanishes without closing its connections: the server
+                    # probes them, and drops their locks within about 25 s.
+                    "tcp_keepalives_idle": "10",
+                    "tcp_keepalives_interval": "5",
+                    "tcp_keepalives_count": "3",
                 },
             )
         except STORAGE_ERRORS as exc:

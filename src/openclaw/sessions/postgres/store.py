@@ -44,22 +44,46 @@ _COLUMNS = (
 _RESPONSE_COLUMNS = (
     "id, owner, agent_id, session_key, run_id, created_at, used_at, body, input_items"
 )
-# Create the session or bump it; the number its first new record gets.
-_UPSERT_TURN = f"""
-    INSERT INTO oc_sessions AS s ({_COLUMNS}, records)
-    VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT (key) DO UPDATE SET
-        updated_at = excluded.updated_at,
-        model = COALESCE(excluded.model, s.model),
-        prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = s.completion_tokens + excluded.completion_tokens,
-        turns = s.turns + excluded.turns,
-        records = s.records + excluded.records
-    RETURNING {_COLUMNS}, records - $10 AS first
+# One turn in one statement: create the session or bump it, and append its records numbered
+# on from its count (the row's lock orders concurrent writers of one session).  Alone, it is its
+# own transaction: one round trip per committed turn.
+_WRITE_TURN = f"""
+    WITH s AS (
+        INSERT INTO oc_sessions AS s ({_COLUMNS}, records)
+        VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, cardinality($10::text[]))
+        ON CONFLICT (key) DO UPDATE SET
+            updated_at = excluded.updated_at,
+            model = COALESCE(excluded.model, s.model),
+            prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = s.completion_tokens + excluded.completion_tokens,
+            turns = s.turns + excluded.turns,
+            records = s.records + excluded.records
+        RETURNING {_COLUMNS}, records - cardinality($10::text[]) AS first
+    ), appended AS (
+        INSERT INTO oc_records (session_id, seq, line)
+        SELECT s.session_id, s.first + t.ordinality - 1, t.line
+        FROM s, unnest($10::text[]) WITH ORDINALITY AS t(line, ordinality)
+    )
+    SELECT {_COLUMNS} FROM s
 """
-_APPEND_RECORDS = """
-    INSERT INTO oc_records (session_id, seq, line)
-    SELECT $1, $2 + ordinality - 1, line FROM unnest($3::text[]) WITH ORDINALITY AS t(line)
+# A run's start in one round trip: the session (made when missing) and its last records.
+_LOAD = f"""
+    WITH made AS (
+        INSERT INTO oc_sessions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $4, NULL, 0, 0, FALSE, 0)
+        ON CONFLICT (key) DO NOTHING
+        RETURNING {_COLUMNS}
+    ), found AS (
+        SELECT {_COLUMNS} FROM made
+        UNION ALL
+        SELECT {_COLUMNS} FROM oc_sessions WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM made)
+    )
+    SELECT found.*, ARRAY(
+        SELECT line FROM (
+            SELECT line, seq FROM oc_records WHERE session_id = found.session_id
+            ORDER BY seq DESC LIMIT $5
+        ) AS tail ORDER BY seq
+    ) AS lines
+    FROM found
 """
 _TAIL = "SELECT line FROM oc_records WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
 _NOT_REFERENCED = "NOT EXISTS (SELECT 1 FROM oc_responses r WHERE r.session_key = s.key)"
@@ -253,12 +277,16 @@ class PostgresSessionStore:
         self, key: str, agent_id: str, *, max_records: int | None
     ) -> tuple[SessionEntry, list[TranscriptRecord]]:
         check_key(key, agent_id)
-        now = self._clock()
+        limit = None if max_records is None else max(max_records, 0)
         async with self._conn() as conn:
-            entry = await _get_or_insert(conn, key, agent_id, False, now)
-            if max_records is not None and max_records <= 0:
-                return entry, []
-            return entry, await _tail(conn, entry, max_records)
+            row = await conn.fetchrow(_LOAD, key, uuid7_str(), agent_id, self._clock(), limit)
+            if row is None:
+                # Made by another writer after this statement's snapshot was taken: it is
+                # there now.
+                entry = await _get_or_insert(conn, key, agent_id, False, self._clock())
+                return entry, await _tail(conn, entry, limit)
+            entry = _entry(row)
+            return entry, _records(entry, row["lines"])
 
     def record_turn(self, turn: Turn) -> asyncio.Future[None]:
         check_key(turn.key, turn.agent_id)
@@ -411,19 +439,12 @@ class PostgresSessionStore:
     async def _write(self, turns: list[Turn]) -> list[BaseException | None]:
         """A batch of turns in one transaction; each under a savepoint when there are several."""
         now = self._clock()
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn:
             if len(turns) == 1:
-                await _write_turn(conn, turns[0], now)
+                await _write_turn(conn, turns[0], now)  # one statement: its own transaction
                 return [None]
-            results: list[BaseException | None] = []
-            for turn in turns:
-                try:
-                    async with conn.transaction():  # a savepoint
-                        await _write_turn(conn, turn, now)
-                    results.append(None)
-                except asyncpg.PostgresError as exc:
-                    results.append(store_error(exc))
-            return results
+            async with conn.transaction():
+                return await _write_each(conn, turns, now)
 
 
 class _Acquired:
@@ -477,10 +498,14 @@ async def _tail(
     conn: asyncpg.Connection, entry: SessionEntry, max_records: int | None
 ) -> list[TranscriptRecord]:
     rows = await conn.fetch(_TAIL, entry.session_id, max_records)
+    return _records(entry, [row["line"] for row in reversed(rows)])
+
+
+def _records(entry: SessionEntry, lines: list[str]) -> list[TranscriptRecord]:
     where = Path("postgres", "oc_records", entry.session_id)  # named in warnings only
     out = []
-    for row in reversed(rows):
-        record = transcript.parse_line(row["line"].encode(), where)
+    for line in lines:
+        record = transcript.parse_line(line.encode(), where)
         if record is not None:
             out.append(record)
     return out
@@ -492,10 +517,8 @@ async def _write_turn(
     """Bump (or create, as ``session_id`` when given) the turn's session and append its
     records; inside a transaction."""
     usage = turn.usage or Usage()
-    lines = _lines(turn.records)
-    turns = sum(record.role == "user" for record in turn.records)
     row = await conn.fetchrow(
-        _UPSERT_TURN,
+        _WRITE_TURN,
         turn.key,
         session_id or uuid7_str(),
         turn.agent_id,
@@ -504,13 +527,27 @@ async def _write_turn(
         usage.prompt_tokens,
         usage.completion_tokens,
         turn.ephemeral,
-        turns,
-        len(lines),
+        sum(record.role == "user" for record in turn.records),
+        _lines(turn.records),
     )
     assert row is not None  # INSERT .. ON CONFLICT DO UPDATE always returns the row
-    if lines:
-        await conn.execute(_APPEND_RECORDS, row["session_id"], row["first"], lines)
     return _entry(row)
+
+
+async def _write_each(
+    conn: asyncpg.Connection, turns: list[Turn], now: float
+) -> list[BaseException | None]:
+    """Several turns in the caller's transaction, each under a savepoint: one that fails is
+    undone alone (a connection failure fails the transaction, and with it all)."""
+    results: list[BaseException | None] = []
+    for turn in turns:
+        try:
+            async with conn.transaction():  # a savepoint
+                await _write_turn(conn, turn, now)
+            results.append(None)
+        except asyncpg.PostgresError as exc:
+            results.append(store_error(exc))
+    return results
 
 
 async def _delete_unchanged(conn: asyncpg.Connection, batch: list[tuple[str, str, float]]) -> int:
