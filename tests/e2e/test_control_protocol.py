@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Ws, chat_config
 from tests.harness import TOKEN
+from tests.postgres import require_postgres
 from tests.upstream import FakeUpstream, slow_stream
 
 PNG = base64.b64decode(
@@ -27,6 +28,16 @@ PNG = base64.b64decode(
 def fake() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
         yield up
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def session(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The `session` config section: the embedded store, or the shared one (a schema of its
+    own on the test server)."""
+    if request.param == "sqlite":
+        return {}
+    schema = request.getfixturevalue("pg_schema")
+    return {"store": "postgres", "postgres": {"url": require_postgres(), "schema": schema}}
 
 
 def ui_config(up: FakeUpstream, **overrides: Any) -> dict[str, Any]:
@@ -135,8 +146,10 @@ def _answer(ws: Ws, frame_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]
             return events, msg
 
 
-def test_abort_stops_the_run_like_a_disconnect(fake: FakeUpstream, gateway_factory, ws_to) -> None:
-    gw = gateway_factory(ui_config(fake))
+def test_abort_stops_the_run_like_a_disconnect(
+    fake: FakeUpstream, gateway_factory, ws_to, session
+) -> None:
+    gw = gateway_factory(ui_config(fake, session=session))
     ws = ws_to(gw)
     other = ws_to(gw)
     fake.script(slow_stream(chunks=400, delay=0.05))
@@ -173,8 +186,8 @@ def test_abort_stops_the_run_like_a_disconnect(fake: FakeUpstream, gateway_facto
     assert bad["ok"] is False and bad["error"]["code"] == "invalid_request_error"
 
 
-def test_sessions_delete_and_search(fake: FakeUpstream, gateway_factory, ws_to) -> None:
-    gw = gateway_factory(ui_config(fake))
+def test_sessions_delete_and_search(fake: FakeUpstream, gateway_factory, ws_to, session) -> None:
+    gw = gateway_factory(ui_config(fake, session=session))
     ws = ws_to(gw)
     for key in ("alpha-one", "beta-two", "ALPHA-three"):
         _, res = ws.call("agent", {"message": "hi", "sessionKey": key})
@@ -256,8 +269,10 @@ def test_status_and_agents_list_mask_every_secret(
     )
 
 
-def test_agent_takes_images_within_the_limits(fake: FakeUpstream, gateway_factory, ws_to) -> None:
-    gw = gateway_factory(ui_config(fake))
+def test_agent_takes_images_within_the_limits(
+    fake: FakeUpstream, gateway_factory, ws_to, session
+) -> None:
+    gw = gateway_factory(ui_config(fake, session=session))
     ws = ws_to(gw)
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
     _, res = ws.call("agent", {"message": "what is this?", "images": [uri]})
