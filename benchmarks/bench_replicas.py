@@ -5,7 +5,9 @@
    separate machines, against one database on this machine; beside one gateway on the embedded
    store in the same rounds.  Reports req/s, each configuration's ratio to one replica, and where
    the CPU goes (gateways, PostgreSQL, the load client) per request.
-2. The PostgreSQL store's own per-run cost (what the runner asks of it: a stored session's
+2. A session's lease (a PostgreSQL advisory lock): one take + release, and how long a SIGKILLed
+   holder blocks the session.
+3. The PostgreSQL store's own per-run cost (what the runner asks of it: a stored session's
    start, ``load``, then its turn's commit, ``record_turn``; a per-request session only the
    commit) at 1,000 and at 100,000 stored sessions: the ratio should stay near 1.
 
@@ -21,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +42,7 @@ from processes import CLK_TCK, Proc, processes, settle, spawn_gateway, spawn_ups
 from openclaw.messages import Usage
 from openclaw.sessions.base import Turn
 from openclaw.sessions.keys import ephemeral_key
-from openclaw.sessions.postgres import PostgresSessionStore
+from openclaw.sessions.postgres import PostgresSessionLeases, PostgresSessionStore
 
 MINIMAL = {"tools": {"profile": "minimal"}}
 DEFAULT_URL = os.environ.get(
@@ -190,6 +193,60 @@ async def fill(url: str, schema: str, start: int, stop: int) -> None:
         await conn.close()
 
 
+PG_HOLDER = """
+import asyncio, sys
+from openclaw.sessions.postgres import PostgresSessionLeases
+
+async def main():
+    leases = PostgresSessionLeases(sys.argv[1], schema=sys.argv[2], max_held=1)
+    await leases.start()
+    await leases.acquire("agent:main:bench")
+    print("held", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def lease_cost(url: str, takes: int, kills: int) -> dict[str, Any]:
+    """A session's advisory-lock lease: one uncontended take + release (what a stored-session
+    run pays for order across replicas), and how long a SIGKILLed holder blocks its session
+    (the server drops a dead client's locks when its connection closes)."""
+    schema = f"bench_lease_{uuid.uuid4().hex[:8]}"
+    leases = PostgresSessionLeases(url, schema=schema, max_held=4)
+    await leases.start()
+    try:
+        samples = []
+        for i in range(takes):
+            key = f"agent:main:openai-user:{i % 1000}"
+            t0 = time.perf_counter()
+            await leases.acquire(key)
+            leases.release(key)
+            samples.append(time.perf_counter() - t0)
+        blocked = []
+        for _ in range(kills):
+            holder = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PG_HOLDER, url, schema, stdout=asyncio.subprocess.PIPE
+            )
+            assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
+            waiting = asyncio.create_task(leases.acquire("agent:main:bench"))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            t0 = time.perf_counter()
+            holder.kill()
+            await waiting
+            blocked.append((time.perf_counter() - t0) * 1000)
+            leases.release("agent:main:bench")
+            await holder.wait()
+    finally:
+        await leases.aclose()
+    return {
+        "take_release_us_p50": round(statistics.median(samples) * 1e6, 1),
+        "killed_holder_blocks_ms_p50": round(statistics.median(blocked), 1),
+        "killed_holder_blocks_ms_max": round(max(blocked), 1),
+    }
+
+
 async def one_run(store: PostgresSessionStore, key: str, i: int, *, ephemeral: bool) -> None:
     """What the runner does with the store for one request: a stored session's start (the
     session and its last records, one call), then its turn's commit."""
@@ -256,6 +313,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None, help="store-cost runs per size")
     args = parser.parse_args()
     result: dict[str, Any] = {"quick": args.quick, "connections": CONNECTIONS}
+    print("session leases ...", flush=True)
+    result["leases"] = asyncio.run(lease_cost(args.url, 2000, 5 if args.quick else 20))
+    print(json.dumps(result["leases"]))
     print("store cost at 1k and 100k sessions ...", flush=True)
     result["store_cost"] = asyncio.run(
         store_cost(args.url, args.runs or (300 if args.quick else 1000))
