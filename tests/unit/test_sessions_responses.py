@@ -1,17 +1,19 @@
 """Stored Responses API responses in the session store: kept across a reopen, deleted with the
 per-response session they alone continued, pruned after their retention (from their last use),
-and the sessions they continue spared by the per-request pruning meanwhile."""
+and the sessions they continue spared by the per-request pruning meanwhile; on both stores."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from openclaw.sessions import SqliteSessionStore, TranscriptRecord
 from openclaw.sessions.base import Turn
+from openclaw.sessions.postgres import PostgresSessionStore
 from openclaw.sessions.responses import StoredResponse
+from tests.postgres import require_postgres
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -30,9 +32,21 @@ def clock() -> Clock:
     return Clock()
 
 
+Store = SqliteSessionStore | PostgresSessionStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Callable[[], Store]:
+    """Opens a store on the same data each time it is called: the state dir, or a schema."""
+    if request.param == "sqlite":
+        return lambda: SqliteSessionStore(tmp_path, clock=clock)
+    url, schema = require_postgres(), request.getfixturevalue("pg_schema")
+    return lambda: PostgresSessionStore(url, schema=schema, clock=clock)
+
+
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteSessionStore]:
-    async with SqliteSessionStore(tmp_path, clock=clock) as s:
+async def store(make: Callable[[], Store]) -> AsyncIterator[Store]:
+    async with make() as s:
         yield s
 
 
@@ -41,24 +55,24 @@ def response(rid: str, key: str, at: float) -> StoredResponse:
     return StoredResponse(rid, "owner-1", "main", key, "run-" + rid, at, at, body, b"[]")
 
 
-async def turn(store: SqliteSessionStore, key: str, *, ephemeral: bool) -> None:
+async def turn(store: Store, key: str, *, ephemeral: bool) -> None:
     record = TranscriptRecord(role="user", content="hi", timestamp=T0)
     await store.record_turn(Turn(key, "main", ephemeral, (record,), None, None))
 
 
-async def test_a_response_survives_a_reopen(tmp_path: Path, clock: Clock) -> None:
-    async with SqliteSessionStore(tmp_path, clock=clock) as store:
+async def test_a_response_survives_a_reopen(make: Callable[[], Store]) -> None:
+    async with make() as store:
         await store.save_response(
             response("resp_1", "agent:main:openresponses:a", T0), previous=None
         )
-    async with SqliteSessionStore(tmp_path, clock=clock) as store:
+    async with make() as store:
         got = await store.get_response("resp_1")
         assert got == response("resp_1", "agent:main:openresponses:a", T0)
         assert await store.get_response("resp_2") is None
 
 
 async def test_delete_takes_the_per_response_session_once_nothing_continues_it(
-    store: SqliteSessionStore,
+    store: Store,
 ) -> None:
     key = "agent:main:openresponses:chain"
     await turn(store, key, ephemeral=True)
@@ -71,7 +85,7 @@ async def test_delete_takes_the_per_response_session_once_nothing_continues_it(
     assert await store.delete_response("resp_2") is False
 
 
-async def test_a_stored_session_outlives_its_responses(store: SqliteSessionStore) -> None:
+async def test_a_stored_session_outlives_its_responses(store: Store) -> None:
     key = "agent:main:openresponses-user:alice"
     await turn(store, key, ephemeral=False)
     await store.save_response(response("resp_1", key, T0), previous=None)
@@ -79,7 +93,7 @@ async def test_a_stored_session_outlives_its_responses(store: SqliteSessionStore
     assert await store.get(key) is not None
 
 
-async def test_retention_counts_from_the_last_use(store: SqliteSessionStore, clock: Clock) -> None:
+async def test_retention_counts_from_the_last_use(store: Store, clock: Clock) -> None:
     old, used = "agent:main:openresponses:old", "agent:main:openresponses:used"
     for key in (old, used):
         await turn(store, key, ephemeral=True)
@@ -97,7 +111,7 @@ async def test_retention_counts_from_the_last_use(store: SqliteSessionStore, clo
 
 
 async def test_per_request_pruning_spares_sessions_a_response_continues(
-    store: SqliteSessionStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     kept, plain = "agent:main:openresponses:kept", "agent:main:openai:plain"
     for key in (kept, plain):
@@ -109,7 +123,7 @@ async def test_per_request_pruning_spares_sessions_a_response_continues(
 
 
 async def test_sessions_kept_by_responses_do_not_count_against_the_limit(
-    store: SqliteSessionStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     """Regression: kept sessions counted towards ephemeralMaxCount, so once that many
     responses were stored every fresh per-request session was pruned at once."""
