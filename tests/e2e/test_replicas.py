@@ -102,6 +102,8 @@ def test_one_session_round_robin_over_three_replicas(
     upstream: FakeUpstream, replicas: Any, pg_schema: str
 ) -> None:
     gws = replicas(replica_config(upstream, pg_schema), 3)
+    # The start-up line names the database (never its credentials) and the schema.
+    assert f"store: postgres 127.0.0.1:5432/test schema {pg_schema}" in gws[0].log
 
     async def scenario() -> list[Any]:
         async with aiohttp.ClientSession() as http:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 import orjson
@@ -14,17 +13,9 @@ import orjson
 from openclaw.cli.common import config_option, fail, load
 from openclaw.errors import ConfigError
 from openclaw.sessions.base import STORAGE_ERRORS
-from openclaw.sessions.postgres import database_url
+from openclaw.sessions.postgres import database_url, where
 from openclaw.sessions.postgres import schema as migrations
 from openclaw.sessions.postgres.store import connect
-
-
-def where(url: str) -> str:
-    """The database as it may be printed: host, port and name, never the credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{host}{port}{parts.path or ''}"
 
 
 def database(config_path: Path | None) -> tuple[str, str, float]:

@@ -18,7 +18,6 @@ from openclaw import paths
 from openclaw.agents.history import RESET
 from openclaw.agents.registry import AgentRegistry
 from openclaw.cli.common import config_option, fail, load
-from openclaw.cli.db import where
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, StoreUnavailableError
 from openclaw.gateway.protocol import session_payload
@@ -26,7 +25,7 @@ from openclaw.sessions.base import STORAGE_ERRORS, SessionStore
 from openclaw.sessions.factory import make_store
 from openclaw.sessions.keys import normalize_agent_id, scoped_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
-from openclaw.sessions.postgres import database_url
+from openclaw.sessions.postgres import database_url, where
 from openclaw.sessions.postgres.copy import copy_sqlite_to_postgres
 from openclaw.sessions.store import INDEX_FILENAME
 

@@ -23,6 +23,7 @@ from openclaw.gateway.app import bind_host, create_app
 from openclaw.gateway.auth import ResolvedSecret
 from openclaw.gateway.state import GatewayState
 from openclaw.logs import get_logger
+from openclaw.sessions.postgres import database_url, where
 
 log = get_logger("gateway")
 
@@ -144,9 +145,16 @@ def listen_line(addrs: list[str], config: Config, secret: ResolvedSecret) -> str
     workers = config.gateway.worker_count()
     ui = config.gateway.control_ui
     page = f"; control page: {addrs[0]}{ui.base_path}" if ui.enabled and addrs else ""
+    store = ""
+    if config.session.store == "postgres":
+        pg = config.session.postgres
+        store = f"; store: postgres {where(database_url(pg))} schema {pg.schema_name}"
     return (
         f"gateway listening on {', '.join(addrs)}; endpoints: {', '.join(endpoints)}; "
-        f"auth: {secret.mode}{hint}" + (f"; {workers} workers" if workers > 1 else "") + page
+        f"auth: {secret.mode}{hint}"
+        + (f"; {workers} workers" if workers > 1 else "")
+        + store
+        + page
     )
 
 

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from openclaw.config.schema import PostgresConfig
 from openclaw.errors import ConfigError
 from openclaw.sessions.postgres.lease import PostgresSessionLeases
 from openclaw.sessions.postgres.store import PostgresSessionStore
 
-__all__ = ["ENV_URL", "PostgresSessionLeases", "PostgresSessionStore", "database_url"]
+__all__ = ["ENV_URL", "PostgresSessionLeases", "PostgresSessionStore", "database_url", "where"]
 
 ENV_URL = "OPENCLAW_DATABASE_URL"
+
+
+def where(url: str) -> str:
+    """The database as it may be printed or logged: host, port and name, never credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or ''}"
 
 
 def database_url(cfg: PostgresConfig, env: Mapping[str, str] | None = None) -> str:
