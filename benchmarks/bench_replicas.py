@@ -260,7 +260,8 @@ async def measure(store: PostgresSessionStore, size: int, runs: int) -> dict[str
     """Microseconds per run: continuing a stored session (with a 60-record transcript), and a
     new per-request one."""
     rng = random.Random(size)
-    keys = [bench_key(i) for i in rng.sample(range(0, size, 10), runs)]  # stored ones
+    stored = range(0, size, 10)  # every tenth pre-filled session is a stored one
+    keys = [bench_key(i) for i in rng.sample(stored, min(runs, len(stored)))]
     for n, key in enumerate(keys):  # untimed: give each chosen session a real transcript
         entry = await store.get_or_create(key, AGENT, ephemeral=False)
         seed = [r for i in range(SEED_RECORDS // 2) for r in turn(n * 1000 + i)]

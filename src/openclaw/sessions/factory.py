@@ -27,8 +27,9 @@ def make_store(config: Config, state_dir: Path) -> SessionStore:
 
 def make_leases(config: Config, state_dir: Path) -> Leases:
     """Runs on one session one at a time across processes: file locks in the state dir
-    (workers on one machine), or advisory locks in the database (replicas); a run in progress
-    holds one connection of a pool of ``agents.defaults.maxConcurrent``."""
+    (workers on one machine), or advisory locks in the database (replicas: one connection for
+    the uncontended ones, one more per run waiting on another replica, at most
+    ``agents.defaults.maxConcurrent``)."""
     if config.session.store == "postgres":
         pg = config.session.postgres
         return PostgresSessionLeases(

@@ -1,16 +1,22 @@
-"""Session leases across replicas: a PostgreSQL session-level advisory lock per running
-session, on a connection pinned for the run.
+"""Session leases across replicas: PostgreSQL session-level advisory locks, one key per session.
 
 A run on a stored session takes its session's lock before it starts and gives it back once its
-turn is committed (as the file-lock leases do on one machine).  PostgreSQL queues waiters for a
-lock in arrival order, so no replica starves another; a replica that dies loses its connections
-and with them its locks at once (or when the server notices the dead TCP connection), so a
-killed holder never blocks a session for long.  Runs on other sessions never wait: each lock is
-its own key.
+turn is committed (as the file-lock leases do on one machine); runs on other sessions never
+wait: each lock is its own key.
 
-Pinning costs one connection per run in progress: this pool is apart from the store's, sized
-to the runs a replica admits at once (``agents.defaults.maxConcurrent``), and its connections
-have no statement timeout (a run may wait its turn behind a long one).
+Connections are the scarce thing (a server allows ~100 by default, and every replica's pools
+count), so a replica holds its uncontended leases, the usual case, all on one connection: a
+lock that is free is taken there with ``pg_try_advisory_lock`` (a statement, no wait).  Only a
+run that finds its session held by another replica takes a connection of its own and waits on
+it (``pg_advisory_lock``) in PostgreSQL's queue, first come first served, keeping that
+connection until it gives the lease back.  So a replica needs one connection for its leases,
+plus one per run that had to wait.
+
+A replica that dies loses its connections and with them its locks at once (the server notices
+a closed connection immediately; the lease connections ask for TCP keepalives, so a machine
+that vanishes is noticed within about 25 s), so a dead holder never blocks a session for long.
+If the shared connection itself breaks while the replica lives, the locks on it are gone: the
+loss is logged, the runs holding them finish, and the next leases are taken on a new connection.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ from openclaw.sessions.base import STORAGE_ERRORS, store_error
 
 log = get_logger("sessions.lease")
 
+# Idle waiting connections are closed after this long (they are only needed under contention).
+IDLE_SECONDS = 10.0
+_SETTINGS = {
+    "statement_timeout": "0",  # a run may wait its turn behind a long one
+    "application_name": "openclaw-gateway-leases",
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+
 
 def lock_key(schema: str, key: str) -> int:
     """The advisory-lock key (a signed 64-bit integer) of ``key`` in ``schema``."""
@@ -38,12 +54,16 @@ class PostgresSessionLeases:
     def __init__(
         self, url: str, *, schema: str, max_held: int, connect_timeout: float = 5.0
     ) -> None:
+        """``max_held``: the most runs of this process that may wait for (then hold) a lease
+        another replica held at the time, each on a connection of its own."""
         self._url = url
         self._schema = schema
-        self._max_held = max_held
+        self._max_waiting = max_held
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
-        self._held: dict[str, Any] = {}
+        self._shared: Any = None  # the connection holding the uncontended leases
+        self._shared_lock = asyncio.Lock()  # one statement at a time on it
+        self._held: dict[str, Any] = {}  # key -> the connection holding its lock
         self._releasing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -51,17 +71,10 @@ class PostgresSessionLeases:
             self._pool = await asyncpg.create_pool(
                 self._url,
                 min_size=0,
-                max_size=self._max_held,
+                max_size=self._max_waiting,
                 timeout=self._connect_timeout,
-                server_settings={
-                    "statement_timeout": "0",
-                    "application_name": "openclaw-gateway-leases",
-                    # A machine that vanishes without closing its connections: the server
-                    # probes them, and drops their locks within about 25 s.
-                    "tcp_keepalives_idle": "10",
-                    "tcp_keepalives_interval": "5",
-                    "tcp_keepalives_count": "3",
-                },
+                max_inactive_connection_lifetime=IDLE_SECONDS,
+                server_settings=_SETTINGS,
             )
         except STORAGE_ERRORS as exc:
             raise store_error(exc) from exc
@@ -70,46 +83,95 @@ class PostgresSessionLeases:
         """Close every connection; leases still held go with theirs (the server drops them)."""
         held, self._held = list(self._held.values()), {}
         for conn in held:
-            self._releasing_task(self._drop(conn))
+            if conn is not self._shared:
+                self._background(self._drop(conn))
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
     async def acquire(self, key: str) -> None:
-        """Take ``key``'s lease, waiting in line behind other replicas' runs on it."""
+        """Take ``key``'s lease: at once when it is free, else in line behind other replicas."""
         if self._pool is None:
             raise RuntimeError("session leases are not started")
+        lock = lock_key(self._schema, key)
+        try:
+            async with self._shared_lock:
+                shared = await self._shared_connection()
+                taken = await shared.fetchval("SELECT pg_try_advisory_lock($1)", lock)
+        except STORAGE_ERRORS as exc:
+            self._shared_broken()
+            raise store_error(exc) from exc
+        if taken:
+            self._held[key] = shared
+            return
+        self._held[key] = await self._wait(lock)
+
+    async def _wait(self, lock: int) -> Any:
+        """Wait in PostgreSQL's queue for ``lock`` on a connection of its own; that connection."""
+        assert self._pool is not None
         try:
             conn = await self._pool.acquire()
         except STORAGE_ERRORS as exc:
             raise store_error(exc) from exc
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", lock_key(self._schema, key))
+            await conn.execute("SELECT pg_advisory_lock($1)", lock)
         except BaseException as exc:
             # Cancelled while waiting (the client left) or the connection failed: the wait is
             # abandoned; a lock granted in between goes with the connection.
-            self._releasing_task(self._drop(conn))
+            self._background(self._drop(conn))
             if isinstance(exc, STORAGE_ERRORS):
                 raise store_error(exc) from exc
             raise
-        self._held[key] = conn
+        return conn
 
     def release(self, key: str) -> None:
         """Give ``key``'s lease back (in the background: the caller does not wait for it)."""
         conn = self._held.pop(key, None)
         if conn is not None:
-            self._releasing_task(self._unlock(conn, key))
+            self._background(self._unlock(conn, lock_key(self._schema, key)))
 
-    def _releasing_task(self, coro: Any) -> None:
+    async def _shared_connection(self) -> Any:
+        if self._shared is None or self._shared.is_closed():
+            self._shared = await asyncpg.connect(
+                self._url, timeout=self._connect_timeout, server_settings=_SETTINGS
+            )
+        return self._shared
+
+    def _shared_broken(self) -> None:
+        lost = [key for key, conn in self._held.items() if conn is self._shared]
+        if lost:
+            log.warning(
+                "the connection holding session leases broke; their runs go on unleased",
+                extra={"leases": len(lost)},
+            )
+            for key in lost:
+                del self._held[key]
+        if self._shared is not None:
+            self._shared.terminate()
+            self._shared = None
+
+    def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
-    async def _unlock(self, conn: Any, key: str) -> None:
+    async def _unlock(self, conn: Any, lock: int) -> None:
+        if conn is self._shared:
+            try:
+                async with self._shared_lock:
+                    if conn is self._shared:  # not replaced meanwhile (its locks went with it)
+                        await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+            except STORAGE_ERRORS as exc:
+                log.warning("could not release a session lease", extra={"error": str(exc)})
+                self._shared_broken()
+            return
         try:
-            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(self._schema, key))
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock)
         except STORAGE_ERRORS as exc:
             log.warning("could not release a session lease", extra={"error": str(exc)})
             conn.terminate()  # the lock goes with the connection
