@@ -20,6 +20,7 @@ from openclaw.sessions.models import TranscriptRecord
 from openclaw.sessions.postgres import PostgresSessionLeases, PostgresSessionStore
 from openclaw.sessions.postgres import schema as migrations
 from openclaw.sessions.postgres.auth_failures import PostgresFailures
+from openclaw.sessions.postgres.lease import lock_key
 from tests.postgres import require_postgres
 
 
@@ -104,7 +105,7 @@ async def test_dropped_connections_fail_fast_then_the_pool_reconnects(
     were using one fail with 503 (never a hang, never a crash), nothing half-written remains,
     and the next calls work on new connections."""
     await store.record_turn(turn("agent:main:s", "before"))
-    assert await _kill_connections(url, "openclaw-gateway") >= 1
+    assert await _kill_connections(url, f"openclaw-gateway:{store.schema}") >= 1
     outcomes: list[Any] = []
     for i in range(4):
         try:
@@ -230,3 +231,39 @@ async def test_failed_auth_counts_across_replicas(url: str, store: PostgresSessi
     finally:
         for replica in replicas.values():
             await replica.close()
+
+
+async def test_uncontended_leases_share_one_connection_and_survive_its_loss(
+    url: str, pg_schema: str
+) -> None:
+    leases = PostgresSessionLeases(url, schema=pg_schema, max_held=4)
+    await leases.start()
+    try:
+        for i in range(20):
+            await leases.acquire(f"agent:main:s{i}")
+        keys = [lock_key(pg_schema, f"agent:main:s{i}") & (2**64 - 1) for i in range(20)]
+        conn = await asyncpg.connect(url)
+        try:
+            holders = await conn.fetch(
+                "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                " AND classid::bigint::numeric * 4294967296 + objid::bigint = ANY($1::numeric[])",
+                keys,
+            )
+            assert len(holders) == 1  # twenty leases, one connection
+            # That connection breaks under them: the next lease is taken on a new one, and
+            # giving back a lost one is harmless.
+            await conn.execute("SELECT pg_terminate_backend($1)", holders[0]["pid"])
+        finally:
+            await conn.close()
+        # The one lease taken on the broken connection may fail (503); the next is on a new one.
+        try:
+            await leases.acquire("agent:main:next")
+        except StoreUnavailableError:
+            await leases.acquire("agent:main:next")
+        for i in range(20):
+            leases.release(f"agent:main:s{i}")
+        leases.release("agent:main:next")
+        await leases.acquire("agent:main:s0")  # free again
+        leases.release("agent:main:s0")
+    finally:
+        await leases.aclose()

@@ -114,6 +114,7 @@ STORAGE_ERRORS = (
     sqlite3.Error,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left in a broken state by a server that ended it
     TimeoutError,
 )
 

@@ -174,7 +174,8 @@ class PostgresSessionStore:
         return {
             "search_path": f'"{self.schema}"',
             "statement_timeout": str(int(self._statement_timeout * 1000)),
-            "application_name": "openclaw-gateway",
+            # Named with the schema, so an operator (or a test) can tell the gateways apart.
+            "application_name": f"openclaw-gateway:{self.schema}"[:63],
         }
 
     async def close(self) -> None:
