@@ -26,7 +26,9 @@ from openclaw.sessions import transcript
 from openclaw.sessions.bulk import import_entries
 from openclaw.sessions.keys import build_key, ephemeral_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
+from openclaw.sessions.postgres import PostgresSessionStore
 from openclaw.sessions.store import SessionStore, SqliteSessionStore
+from tests.postgres import require_postgres
 
 T0 = 1_700_000_000.0
 
@@ -59,9 +61,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteSessionStore]:
-    async with SqliteSessionStore(tmp_path, clock=clock) as s:
+async def store(
+    tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """The embedded store; the shared one too for the tests marked ``both_stores``."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        async with SqliteSessionStore(tmp_path, clock=clock) as s:
+            yield s
+        return
+    schema = request.getfixturevalue("pg_schema")
+    async with PostgresSessionStore(require_postgres(), schema=schema, clock=clock) as s:
         yield s
+
+
+# Behaviour every store has (the rest of this file is about the embedded store's files).
+both_stores = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -136,6 +150,7 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
 # --- get_or_create ------------------------------------------------------------------------------
 
 
+@both_stores
 async def test_get_or_create_is_idempotent(store: SqliteSessionStore, clock: FakeClock) -> None:
     assert await store.get(KEY) is None
     first = await store.get_or_create(KEY, "main", ephemeral=False)
@@ -162,6 +177,7 @@ async def test_get_or_create_is_idempotent(store: SqliteSessionStore, clock: Fak
         ("agent:../x:main", "../x"),  # would escape the state dir
     ],
 )
+@both_stores
 async def test_get_or_create_rejects_bad_keys(
     store: SqliteSessionStore, key: str, agent_id: str
 ) -> None:
@@ -170,6 +186,7 @@ async def test_get_or_create_rejects_bad_keys(
     assert await store.count() == 0
 
 
+@both_stores
 async def test_get_and_delete_of_an_invalid_key_find_nothing(store: SqliteSessionStore) -> None:
     assert await store.get("agent:main:\ud800") is None
     assert await store.delete("agent:main:\ud800") is False
@@ -178,6 +195,7 @@ async def test_get_and_delete_of_an_invalid_key_find_nothing(store: SqliteSessio
 # --- append / read_history ----------------------------------------------------------------------
 
 
+@both_stores
 async def test_append_and_read_history_order_and_tail(store: SqliteSessionStore) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
     assert await store.read_history(entry, max_records=None) == []
@@ -378,6 +396,7 @@ async def test_unparseable_lines_of_every_kind_are_skipped(
     assert len(transcript_warnings.records) == 4
 
 
+@both_stores
 async def test_usage_totals_and_model(store: SqliteSessionStore, clock: FakeClock) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=False)
     clock.advance(5)
@@ -406,6 +425,7 @@ async def test_usage_totals_and_model(store: SqliteSessionStore, clock: FakeCloc
         await store.append(e3, [], model=None, usage=Usage(-1, 0))
 
 
+@both_stores
 async def test_append_revives_a_row_deleted_mid_run(store: SqliteSessionStore) -> None:
     entry = await store.get_or_create(KEY, "main", ephemeral=True)
     assert await store.delete(KEY)
@@ -418,6 +438,7 @@ async def test_append_revives_a_row_deleted_mid_run(store: SqliteSessionStore) -
 # --- list / delete / prune ----------------------------------------------------------------------
 
 
+@both_stores
 async def test_list_sessions_order_and_filters(store: SqliteSessionStore, clock: FakeClock) -> None:
     specs = [
         ("main", "a", False),
@@ -467,6 +488,7 @@ async def _ephemeral(store: SqliteSessionStore, clock: FakeClock, n: int) -> lis
     return out
 
 
+@both_stores
 async def test_prune_ephemeral_by_age(store: SqliteSessionStore, clock: FakeClock) -> None:
     persistent = await store.get_or_create(KEY, "main", ephemeral=False)
     await store.append(persistent, [rec(0)], model=None, usage=None)
@@ -484,10 +506,11 @@ async def test_prune_ephemeral_by_age(store: SqliteSessionStore, clock: FakeCloc
     assert survivors == {persistent.key, old[1].key, young[0].key, young[1].key}
     for e in old:
         assert bool(await store.read_history(e, max_records=1)) == (e.key == old[1].key)
-    assert store.transcript_path(persistent).exists()
+    assert contents(await store.read_history(persistent, max_records=None)) == ["m0"]
     assert await store.prune_ephemeral(max_age_seconds=100, max_count=1000, in_use=()) == 1
 
 
+@both_stores
 async def test_prune_ephemeral_by_count(store: SqliteSessionStore, clock: FakeClock) -> None:
     persistent = await store.get_or_create(KEY, "main", ephemeral=False)
     eph = await _ephemeral(store, clock, 10)

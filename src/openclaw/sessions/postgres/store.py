@@ -240,6 +240,8 @@ class PostgresSessionStore:
         self, entry: SessionEntry, *, max_records: int | None
     ) -> list[TranscriptRecord]:
         if max_records is not None and max_records <= 0:
+            if max_records < 0:
+                raise ValueError("max_records must be >= 0")
             return []
         async with self._conn() as conn:
             return await _tail(conn, entry, max_records)
@@ -278,7 +280,9 @@ class PostgresSessionStore:
         self, key: str, agent_id: str, *, max_records: int | None
     ) -> tuple[SessionEntry, list[TranscriptRecord]]:
         check_key(key, agent_id)
-        limit = None if max_records is None else max(max_records, 0)
+        if max_records is not None and max_records < 0:
+            raise ValueError("max_records must be >= 0")
+        limit = max_records
         async with self._conn() as conn:
             row = await conn.fetchrow(_LOAD, key, uuid7_str(), agent_id, self._clock(), limit)
             if row is None:
