@@ -64,7 +64,9 @@ async def run_asyncpg(url: str, key: str, n: int) -> None:
 async def run_psycopg(url: str, key: str, n: int) -> None:
     conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0)
     tail, bump = _psycopg(TAIL), _psycopg(BUMP)
-    insert = f"INSERT INTO {SCHEMA}.records (session_id, seq, line) VALUES (%s, %s, %s), (%s, %s, %s)"
+    insert = (
+        f"INSERT INTO {SCHEMA}.records (session_id, seq, line) VALUES (%s, %s, %s), (%s, %s, %s)"
+    )
     try:
         sid = str(uuid.uuid4())
         for _ in range(n):
@@ -85,9 +87,15 @@ async def measure(
 ) -> dict[str, Any]:
     per = runs // clients
     cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(fn(url, f"{name}-{i}-{uuid.uuid4().hex[:6]}", per) for i in range(clients)))
+    await asyncio.gather(
+        *(fn(url, f"{name}-{i}-{uuid.uuid4().hex[:6]}", per) for i in range(clients))
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"driver": name, "runs_per_s": per * clients / wall, "cpu_us_per_run": cpu / (per * clients) * 1e6}
+    return {
+        "driver": name,
+        "runs_per_s": per * clients / wall,
+        "cpu_us_per_run": cpu / (per * clients) * 1e6,
+    }
 
 
 async def main() -> None:
@@ -112,7 +120,9 @@ async def main() -> None:
                 results[name].append(await measure(name, fn, args.url, args.clients, args.runs))
         best = {name: max(rs, key=lambda r: r["runs_per_s"]) for name, rs in results.items()}
         for name, r in best.items():
-            print(f"{name:8s} {r['runs_per_s']:8.0f} runs/s  {r['cpu_us_per_run']:6.0f} us CPU/run (client)")
+            print(
+                f"{name:8s} {r['runs_per_s']:8.0f} runs/s  {r['cpu_us_per_run']:6.0f} us CPU/run (client)"
+            )
         ratio = best["asyncpg"]["runs_per_s"] / best["psycopg"]["runs_per_s"]
         cpu = best["psycopg"]["cpu_us_per_run"] / best["asyncpg"]["cpu_us_per_run"]
         print(f"asyncpg / psycopg: x{ratio:.2f} runs/s, x{cpu:.2f} less client CPU per run")

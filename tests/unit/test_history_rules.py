@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from openclaw.agents.history import Reconciled, apply_budget, client_view, reconcile
+from openclaw.agents.history import (
+    Reconciled,
+    apply_budget,
+    client_view,
+    reconcile,
+    reset_record,
+    to_messages,
+)
 from openclaw.errors import InvalidRequestError
 from openclaw.gateway.http.chat_request import agent_from_model
 from openclaw.messages import ChatMessage, ToolCall
+from openclaw.sessions.models import TranscriptRecord
 
 
 def u(text: str) -> ChatMessage:
@@ -157,3 +165,23 @@ def test_the_budget_keeps_the_call_the_turn_answers() -> None:
     assert kept == history[2:]
     # Without that result the same budget drops the turn.
     assert apply_budget(history, max_messages=100, max_tokens=50, then=[u("next")]) == []
+
+
+def test_the_transcript_starts_at_its_last_history_reset() -> None:
+    def rec(role: str, text: str) -> TranscriptRecord:
+        return TranscriptRecord(role=role, content=text, timestamp=0.0)
+
+    records = [
+        rec("user", "old"),
+        reset_record([u("zero"), a("0")], 0.0, "r1"),
+        rec("user", "one"),
+        rec("assistant", "1"),
+        reset_record([u("one"), a("1 again")], 0.0, "r2"),
+        rec("user", "two"),
+        rec("assistant", "2"),
+    ]
+    # Only the last reset counts: what came before it (earlier resets too) is replaced.
+    assert to_messages(records) == [u("one"), a("1 again"), u("two"), a("2")]
+    assert to_messages(records[:4]) == [u("zero"), a("0"), u("one"), a("1")]
+    assert to_messages(records[:1]) == [u("old")]
+    assert to_messages([]) == []

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from openclaw.sessions.lease import SessionLeases
 
 HOLDER = """
 import asyncio, sys
 from pathlib import Path
+
+import pytest
 from openclaw.sessions.lease import SessionLeases
 
 async def main():
@@ -116,6 +122,8 @@ def _waiting_for(leases: SessionLeases, key: str) -> bool:
 TRY = """
 import asyncio, sys
 from pathlib import Path
+
+import pytest
 from openclaw.sessions.lease import SessionLeases
 
 async def main():
@@ -149,3 +157,48 @@ def test_opening_and_closing_the_lock_file_keeps_the_leases(tmp_path: Path) -> N
         assert other.stdout.strip() == "blocked"
     finally:
         leases.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="open-file-description locks: Linux")
+def test_lock_calls_keep_the_gil_and_still_see_other_processes(tmp_path: Path) -> None:
+    """On Linux the lock calls go to libc without releasing the GIL (a release hands it to the
+    store's I/O thread under load); a lock another process holds is still refused, and a
+    release after an acquire frees the byte it took."""
+    import asyncio as aio
+
+    from openclaw.sessions import lease
+
+    assert lease._ofd_setlk is not lease._fcntl_releasing_gil
+    other = holder(tmp_path, "held")
+    leases = SessionLeases(tmp_path)
+    try:
+        offset = lease.lease_offset("held")
+        assert not leases._lock(fcntl.LOCK_EX | fcntl.LOCK_NB, offset)
+        aio.run(leases.acquire("free"))
+        assert leases._offsets == {"free": lease.lease_offset("free")}
+        leases.release("free")
+        assert leases._offsets == {}
+        probe = subprocess.run(
+            [sys.executable, "-c", TRY, str(tmp_path), "free"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.stdout.strip() == "taken"
+    finally:
+        other.kill()
+        other.communicate()
+        leases.close()
+
+
+def test_a_lock_call_failing_otherwise_raises(tmp_path: Path) -> None:
+    """Only a refusal is False; any other failure of the call (here a closed descriptor) is an
+    error, as with ``fcntl.fcntl``."""
+    leases = SessionLeases(tmp_path)
+    fd = leases._fd
+    os.close(fd)
+    try:
+        with pytest.raises(OSError):
+            leases._lock(fcntl.LOCK_EX | fcntl.LOCK_NB, 0)
+    finally:
+        leases._fd = -1

@@ -52,8 +52,18 @@ def starts_turn(record: TranscriptRecord) -> bool:
 
 def to_messages(records: Sequence[TranscriptRecord]) -> list[ChatMessage]:
     """Transcript records as chat turns, starting after the last history reset."""
+    # A reset replaces everything before it: start at the last one rather than converting every
+    # earlier reset's history only to drop it (a session of regenerated turns has one per turn).
+    first = next(
+        (
+            i
+            for i in range(len(records) - 1, -1, -1)
+            if (records[i].meta or {}).get("type") == RESET
+        ),
+        0,
+    )
     out: list[ChatMessage] = []
-    for rec in records:
+    for rec in records[first:]:
         meta = rec.meta or {}
         if meta.get("type") == RESET:
             out = [_message_from(m) for m in meta.get("history", ()) if _valid_message(m)]
