@@ -14,12 +14,12 @@ from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner
 from openclaw.aio import reap
 from openclaw.config.schema import Config
+from openclaw.errors import ConfigError
 from openclaw.logs import get_logger
 from openclaw.providers.base import Provider
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.factory import make_leases, make_store
-from openclaw.sessions.lease import SessionLeases
-from openclaw.sessions.postgres import PostgresSessionLeases
+from openclaw.sessions.postgres import database_url, url_password
 from openclaw.tools.redact import Redactor
 from openclaw.tools.registry import Toolbox
 
@@ -40,7 +40,10 @@ class Runtime:
         self.config = config
         self.state_dir = state_dir
         self.agents = AgentRegistry(config, state_dir)
-        self.redactor = Redactor(provider_secrets(config), gateway=gateway_secrets(config, secrets))
+        self.redactor = Redactor(
+            [*provider_secrets(config), *database_secrets(config)],
+            gateway=gateway_secrets(config, secrets),
+        )
         self.providers = ProviderRegistry(
             config, state_dir, instances=providers, redact=self.redactor
         )
@@ -88,8 +91,11 @@ class Runtime:
 
     async def start(self) -> None:
         await self.store.open()
-        if isinstance(self.leases, PostgresSessionLeases):
+        try:
             await self.leases.start()
+        except BaseException:
+            await self.store.close()
+            raise
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def close(self) -> None:
@@ -99,11 +105,10 @@ class Runtime:
             await reap(self._maintenance)
         await self.runner.drain()
         await self.providers.aclose()
-        await self.store.close()
-        if isinstance(self.leases, PostgresSessionLeases):
+        try:
+            await self.store.close()
+        finally:
             await self.leases.aclose()
-        elif isinstance(self.leases, SessionLeases):
-            self.leases.close()
 
     async def prune(self) -> int:
         """Stored responses past their retention (and the per-response sessions they kept),
@@ -148,6 +153,18 @@ def gateway_secrets(config: Config, extra: Iterable[str] = ()) -> Iterator[str]:
 # Header names that carry credentials (others, such as OpenRouter's HTTP-Referer and X-Title,
 # are ordinary text that masking would mangle).
 CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
+
+
+def database_secrets(config: Config) -> Iterator[str]:
+    """The shared store's database password, if any: masked in tool output like a key."""
+    if config.session.store != "postgres":
+        return
+    try:
+        password = url_password(database_url(config.session.postgres))
+    except ConfigError:
+        return  # reported when the store is made
+    if password:
+        yield password
 
 
 def provider_secrets(config: Config) -> Iterator[str]:

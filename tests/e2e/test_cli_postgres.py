@@ -190,5 +190,28 @@ def test_export_of_a_missing_store_or_session(
 ) -> None:
     data = {} if store == "sqlite" else pg(request.getfixturevalue("pg_schema"))
     config = write_config(tmp_path / "c.json", data)
+    if store == "postgres":
+        # A reading command never creates or migrates the schema: it says what to do.
+        fresh = run(["sessions", "export", "agent:main:x"], state=tmp_path / "empty", config=config)
+        assert fresh.exit_code == 1 and "run `openclaw db migrate`" in fresh.output
+        assert run(["db", "migrate"], state=tmp_path, config=config).exit_code == 0
     result = run(["sessions", "export", "agent:main:x"], state=tmp_path / "empty", config=config)
     assert result.exit_code == 1 and "no session `agent:main:x`" in result.output
+
+
+def test_a_database_url_that_cannot_be_parsed_is_never_echoed(tmp_path: Path) -> None:
+    bad = "postgresql://app:12/34#Secr3t@db.internal/prod"
+    config = write_config(
+        tmp_path / "c.json", {"session": {"store": "postgres", "postgres": {"url": bad}}}
+    )
+    result = run(["db", "status"], state=tmp_path, config=config)
+    assert result.exit_code == 1 and "percent-encoded" in result.output
+    assert "Secr3t" not in result.output and "12/34" not in result.output
+    env_config = write_config(tmp_path / "e.json", {"session": {"store": "postgres"}})
+    from_env = CliRunner().invoke(
+        cli,
+        ["db", "status"],
+        env={"OPENCLAW_CONFIG_PATH": str(env_config), "OPENCLAW_DATABASE_URL": bad},
+    )
+    assert from_env.exit_code == 1 and "OPENCLAW_DATABASE_URL" in from_env.output
+    assert "Secr3t" not in from_env.output

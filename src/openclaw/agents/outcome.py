@@ -182,6 +182,7 @@ def transcript_turn(
     started: float,
     reset_to: list[ChatMessage] | None,
     redact: Redact = str,
+    fence: int | None = None,
 ) -> Turn:
     """The run's transcript write: a history reset when the client's history replaced the
     stored one (``reset_to``), the turn's input messages, then each tool round (the assistant's
@@ -214,4 +215,5 @@ def transcript_turn(
         records=tuple(records),
         model=final.ref,
         usage=state.usage,
+        fence=fence,
     )

@@ -75,7 +75,7 @@ from openclaw.providers.base import ModelRequest, SamplingParams
 from openclaw.providers.registry import ProviderRegistry
 from openclaw.sessions.base import Leases, SessionStore, Turn
 from openclaw.sessions.keys import Target
-from openclaw.sessions.models import TranscriptRecord
+from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.tools.registry import AgentTools, Toolbox
 
 log = get_logger("runner")
@@ -172,6 +172,7 @@ class Prepared:
     tools: AgentTools  # the server tools offered (none for a model that cannot call tools)
     client_names: frozenset[str]  # the request's own tools: their calls go back to the client
     redact: Callable[[str], str]  # the gateway's secrets out of what the transcript keeps
+    fence: int | None = None  # the session's record count when its history was read
 
     @property
     def target(self) -> Target:
@@ -189,6 +190,7 @@ class Prepared:
             started=self.started,
             reset_to=self.reset_to,
             redact=self.redact,
+            fence=self.fence,
         )
 
 
@@ -415,7 +417,7 @@ class AgentRunner:
 
     async def _prepare(self, agent: Agent, params: RunParams) -> Prepared:
         started = time.time()
-        merged = await self._history(agent, params)
+        merged, fence = await self._history(agent, params)
         history = apply_budget(
             merged.history,
             max_messages=agent.max_history_messages,
@@ -452,33 +454,39 @@ class AgentRunner:
             server,
             client_names,
             self.toolbox.redactor,
+            fence,
         )
 
-    async def _history(self, agent: Agent, params: RunParams) -> Reconciled:
-        """The stored transcript, reconciled with the client's history if it sent one."""
+    async def _history(self, agent: Agent, params: RunParams) -> tuple[Reconciled, int | None]:
+        """The stored transcript, reconciled with the client's history if it sent one; and the
+        session's record count as read (the turn's fence, where the store counts records)."""
         stored: list[ChatMessage] = []
+        fence = None
         target = params.target
         if not target.ephemeral:
             # The previous turn of this session (an aborted or failed one) may still be being
             # written; its failure is not this run's.
             await self.settled(target.key)
-            stored = to_messages(await self._whole_turns(target.key, agent))
+            entry, records = await self._whole_turns(target.key, agent)
+            stored, fence = to_messages(records), entry.records
         if params.history is None:
-            return Reconciled(stored, False)
-        return reconcile(stored, list(params.history), params.turn)
+            return Reconciled(stored, False), fence
+        return reconcile(stored, list(params.history), params.turn), fence
 
-    async def _whole_turns(self, key: str, agent: Agent) -> list[TranscriptRecord]:
-        """The transcript's last records, from the start of a turn: a window that begins
-        inside one (its tool rounds, results without their calls) loses that part; a window
-        inside a single turn is read again, longer."""
+    async def _whole_turns(
+        self, key: str, agent: Agent
+    ) -> tuple[SessionEntry, list[TranscriptRecord]]:
+        """The session and its transcript's last records, from the start of a turn: a window
+        that begins inside one (its tool rounds, results without their calls) loses that part; a
+        window inside a single turn is read again, longer."""
         want = agent.max_history_messages + HISTORY_SLACK
         while True:
-            _, records = await self.store.load(key, agent.id, max_records=want)
+            entry, records = await self.store.load(key, agent.id, max_records=want)
             start = next((i for i, r in enumerate(records) if starts_turn(r)), None)
             if start is not None:
-                return records[start:]
+                return entry, records[start:]
             if len(records) < want:
-                return []  # the whole transcript, and no turn in it
+                return entry, []  # the whole transcript, and no turn in it
             want *= 4
 
     def _server_tools(self, agent: Agent, ref: str, params: RunParams) -> AgentTools:

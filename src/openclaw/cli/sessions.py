@@ -26,6 +26,7 @@ from openclaw.sessions.factory import make_store
 from openclaw.sessions.keys import normalize_agent_id, scoped_key
 from openclaw.sessions.models import SessionEntry, TranscriptRecord
 from openclaw.sessions.postgres import database_url, where
+from openclaw.sessions.postgres import schema as migrations
 from openclaw.sessions.postgres.copy import copy_sqlite_to_postgres
 from openclaw.sessions.store import INDEX_FILENAME
 
@@ -56,7 +57,7 @@ def _run(config: Config, state: Path, job: Callable[[SessionStore], Awaitable[T]
     error, not a traceback."""
 
     async def run() -> T:
-        store = make_store(config, state)
+        store = make_store(config, state, migrate=False)
         await store.open()
         try:
             return await job(store)
@@ -67,6 +68,8 @@ def _run(config: Config, state: Path, job: Callable[[SessionStore], Awaitable[T]
         return asyncio.run(run())
     except (StoreUnavailableError, *STORAGE_ERRORS) as exc:
         fail(f"cannot read the session store ({_where(config, state)}): {exc}")
+    except (migrations.SchemaTooNewError, migrations.SchemaNotReadyError) as exc:
+        fail(str(exc))
 
 
 async def _history(

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -406,6 +407,30 @@ class PostgresConfig(_Model):
     pool_size: PositiveInt = d.POSTGRES_POOL_SIZE
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = d.POSTGRES_CONNECT_TIMEOUT_SECONDS
     statement_timeout_seconds: Annotated[float, Field(gt=0)] = d.POSTGRES_STATEMENT_TIMEOUT_SECONDS
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # The value itself is never repeated in the error: it may hold a password.
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError(
+                "expected postgresql://user:password@host:port/database (characters such as"
+                " # ? / @ in the password must be percent-encoded)"
+            ) from None
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise ValueError("expected postgresql://user:password@host:port/database")
+        if parts.fragment or "@" in parts.path + parts.query or parts.path.count("/") > 1:
+            # What a password with an unencoded # / ? @ turns into: refused, not half-used.
+            raise ValueError(
+                "expected postgresql://user:password@host:port/database (characters such as"
+                " # ? / @ in the password must be percent-encoded)"
+            )
+        return value
 
 
 class SessionConfig(_Model):

@@ -30,6 +30,10 @@ class Turn:
     records: tuple[TranscriptRecord, ...]
     model: str | None
     usage: Usage | None
+    # The session's record count the run read its history at (``SessionEntry.records``): a store
+    # that counts records refuses the turn when the session has moved on since, which only
+    # happens when the run's lease was lost (order is kept by refusing, never by interleaving).
+    fence: int | None = None
 
 
 class SessionStore(Protocol):
@@ -123,6 +127,12 @@ class Leases(Protocol):
     """A session's turn across processes (workers on one state dir, or replicas on one
     database): taken before a run on a stored session starts, given back once its turn is
     committed."""
+
+    async def start(self) -> None:
+        """Make them usable (connect)."""
+
+    async def aclose(self) -> None:
+        """Release everything; leases still held are given up."""
 
     async def acquire(self, key: str) -> None:
         """Take ``key``'s lease, waiting while another process holds it."""

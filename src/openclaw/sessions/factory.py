@@ -12,7 +12,9 @@ from openclaw.sessions.postgres import PostgresSessionLeases, PostgresSessionSto
 from openclaw.sessions.store import SqliteSessionStore
 
 
-def make_store(config: Config, state_dir: Path) -> SessionStore:
+def make_store(config: Config, state_dir: Path, *, migrate: bool = True) -> SessionStore:
+    """``migrate``: bring the shared store's schema up to date when opening (the gateway; a
+    reading command passes False and is refused a database at another version)."""
     if config.session.store == "postgres":
         pg = config.session.postgres
         return PostgresSessionStore(
@@ -21,6 +23,7 @@ def make_store(config: Config, state_dir: Path) -> SessionStore:
             pool_size=pg.pool_size,
             connect_timeout=pg.connect_timeout_seconds,
             statement_timeout=pg.statement_timeout_seconds,
+            migrate=migrate,
         )
     return SqliteSessionStore(state_dir, fsync=config.session.fsync)
 

@@ -63,6 +63,12 @@ class SessionLeases:
         # The byte of each lease held, so a release does not hash the key again.
         self._offsets: dict[str, int] = {}
 
+    async def start(self) -> None:
+        """Nothing to open beyond the file (``Leases`` protocol)."""
+
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # drops every lock this process holds in the file

@@ -30,6 +30,9 @@ class SessionEntry:
     transcript_bytes: int | None = None
     # User messages stored (a turn each); None for sessions stored before the index counted them.
     turns: int | None = 0
+    # Records in the transcript, where the store counts them (the shared store): a turn written
+    # for a run that read this many is refused if another writer has added some meanwhile.
+    records: int | None = None
 
     @property
     def usage(self) -> Usage:

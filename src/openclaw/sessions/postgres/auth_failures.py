@@ -102,10 +102,9 @@ class PostgresFailures:
                 if locked is not None:  # another replica locked it out: not counted again
                     self._apply(addr, float(locked))
                     return
+                # Every address's expired failures go (addresses seen once would stay for ever).
                 await conn.execute(
-                    "DELETE FROM oc_auth_failures WHERE addr = $1 AND at <= $2",
-                    addr,
-                    now - self._window,
+                    "DELETE FROM oc_auth_failures WHERE at <= $1", now - self._window
                 )
                 await conn.execute(
                     "INSERT INTO oc_auth_failures (addr, at) VALUES ($1, $2)", addr, now

@@ -35,6 +35,9 @@ log = get_logger("sessions.lease")
 
 # Idle waiting connections are closed after this long (they are only needed under contention).
 IDLE_SECONDS = 10.0
+# A lock statement that does not wait (take if free, give back) answers within this, or the
+# server is taken for gone: the connection is dropped and the run fails with 503, not a hang.
+STATEMENT_SECONDS = 5.0
 _SETTINGS = {
     "statement_timeout": "0",  # a run may wait its turn behind a long one
     "application_name": "openclaw-gateway-leases",
@@ -67,6 +70,7 @@ class PostgresSessionLeases:
         self._releasing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Open the pool of connections for runs that wait (none are made until needed)."""
         try:
             self._pool = await asyncpg.create_pool(
                 self._url,
@@ -99,10 +103,27 @@ class PostgresSessionLeases:
         if self._pool is None:
             raise RuntimeError("session leases are not started")
         lock = lock_key(self._schema, key)
+        await self._shared_lock.acquire()
         try:
-            async with self._shared_lock:
-                shared = await self._shared_connection()
-                taken = await shared.fetchval("SELECT pg_try_advisory_lock($1)", lock)
+            shared = await self._shared_connection()
+        except BaseException as exc:
+            self._shared_lock.release()
+            if isinstance(exc, STORAGE_ERRORS):
+                raise store_error(exc) from exc
+            raise
+        statement = asyncio.ensure_future(
+            shared.fetchval("SELECT pg_try_advisory_lock($1)", lock, timeout=STATEMENT_SECONDS)
+        )
+        # The connection is this statement's until it ends, even if the run is cancelled
+        # meanwhile (a second statement on it would fail).
+        statement.add_done_callback(lambda _: self._shared_lock.release())
+        try:
+            taken = await asyncio.shield(statement)
+        except asyncio.CancelledError:
+            # The client left while the server was taking the lock: once it answers, give back
+            # whatever was taken, or every other replica would find the session held for good.
+            statement.add_done_callback(lambda done: self._give_back(done, shared, lock))
+            raise
         except STORAGE_ERRORS as exc:
             self._shared_broken()
             raise store_error(exc) from exc
@@ -111,11 +132,15 @@ class PostgresSessionLeases:
             return
         self._held[key] = await self._wait(lock)
 
+    def _give_back(self, done: asyncio.Future[Any], conn: Any, lock: int) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            self._background(self._unlock(conn, lock))
+
     async def _wait(self, lock: int) -> Any:
         """Wait in PostgreSQL's queue for ``lock`` on a connection of its own; that connection."""
         assert self._pool is not None
         try:
-            conn = await self._pool.acquire()
+            conn = await self._pool.acquire(timeout=self._connect_timeout)
         except STORAGE_ERRORS as exc:
             raise store_error(exc) from exc
         try:
@@ -165,13 +190,15 @@ class PostgresSessionLeases:
             try:
                 async with self._shared_lock:
                     if conn is self._shared:  # not replaced meanwhile (its locks went with it)
-                        await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+                        await conn.execute(
+                            "SELECT pg_advisory_unlock($1)", lock, timeout=STATEMENT_SECONDS
+                        )
             except STORAGE_ERRORS as exc:
                 log.warning("could not release a session lease", extra={"error": str(exc)})
                 self._shared_broken()
             return
         try:
-            await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock, timeout=STATEMENT_SECONDS)
         except STORAGE_ERRORS as exc:
             log.warning("could not release a session lease", extra={"error": str(exc)})
             conn.terminate()  # the lock goes with the connection

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-# Any constant: the advisory-lock key of "someone is migrating this database" (per schema, by
-# being taken inside a transaction that sets the search path).
+# Any constant: the advisory-lock key of "someone is migrating this database" (one for the
+# whole database: migrations of different schemas wait for each other, which costs nothing).
 MIGRATION_LOCK = 0x6F70656E636C6177  # "openclaw"
 
 
@@ -103,6 +103,10 @@ class SchemaTooNewError(RuntimeError):
     pass
 
 
+class SchemaNotReadyError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaStatus:
     schema: str
@@ -125,9 +129,28 @@ async def status(conn: asyncpg.Connection, schema: str) -> SchemaStatus:
     return SchemaStatus(schema, current, LATEST, pending)
 
 
+async def require_current(conn: asyncpg.Connection, schema: str) -> None:
+    """Refuse a database this gateway cannot read as it is (for commands that only read)."""
+    now = await status(conn, schema)
+    if now.current > now.latest:
+        raise SchemaTooNewError(
+            f"the database schema {schema!r} is at version {now.current}; this gateway knows "
+            f"up to {now.latest}: upgrade the gateway"
+        )
+    if now.current < now.latest:
+        raise SchemaNotReadyError(
+            f"the database schema {schema!r} is at version {now.current} of {now.latest}: "
+            "run `openclaw db migrate` (or start the gateway)"
+        )
+
+
 async def migrate(conn: asyncpg.Connection, schema: str) -> list[Migration]:
     """Apply what is missing in ``schema`` (created if needed), one migration per transaction,
-    under the migration lock; the migrations applied (none when up to date)."""
+    under the migration lock; the migrations applied (none when up to date).  A database already
+    at this version is only read: a role without the right to create schemas or tables (given
+    ones made beforehand by ``openclaw db migrate``) can run the gateway."""
+    if (await status(conn, schema)).current == LATEST:
+        return []
     applied: list[Migration] = []
     while True:
         async with conn.transaction():

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from openclaw.errors import StoreUnavailableError
 from openclaw.ids import uuid7_str
 from openclaw.messages import Usage
 from openclaw.sessions import transcript
@@ -58,24 +60,26 @@ _WRITE_TURN = f"""
             completion_tokens = s.completion_tokens + excluded.completion_tokens,
             turns = s.turns + excluded.turns,
             records = s.records + excluded.records
-        RETURNING {_COLUMNS}, records - cardinality($10::text[]) AS first
+        WHERE $11::bigint IS NULL OR s.records = $11
+        RETURNING {_COLUMNS}, records, records - cardinality($10::text[]) AS first
     ), appended AS (
         INSERT INTO oc_records (session_id, seq, line)
         SELECT s.session_id, s.first + t.ordinality - 1, t.line
         FROM s, unnest($10::text[]) WITH ORDINALITY AS t(line, ordinality)
     )
-    SELECT {_COLUMNS} FROM s
+    SELECT {_COLUMNS}, records FROM s
 """
 # A run's start in one round trip: the session (made when missing) and its last records.
 _LOAD = f"""
     WITH made AS (
         INSERT INTO oc_sessions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $4, NULL, 0, 0, FALSE, 0)
         ON CONFLICT (key) DO NOTHING
-        RETURNING {_COLUMNS}
+        RETURNING {_COLUMNS}, records
     ), found AS (
-        SELECT {_COLUMNS} FROM made
+        SELECT {_COLUMNS}, records FROM made
         UNION ALL
-        SELECT {_COLUMNS} FROM oc_sessions WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM made)
+        SELECT {_COLUMNS}, records FROM oc_sessions
+        WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM made)
     )
     SELECT found.*, ARRAY(
         SELECT line FROM (
@@ -84,6 +88,10 @@ _LOAD = f"""
         ) AS tail ORDER BY seq
     ) AS lines
     FROM found
+"""
+_APPEND_AT_START = """
+    INSERT INTO oc_records (session_id, seq, line)
+    SELECT $1, ordinality - 1, line FROM unnest($2::text[]) WITH ORDINALITY AS t(line)
 """
 _TAIL = "SELECT line FROM oc_records WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
 _NOT_REFERENCED = "NOT EXISTS (SELECT 1 FROM oc_responses r WHERE r.session_key = s.key)"
@@ -101,6 +109,7 @@ def _entry(row: asyncpg.Record) -> SessionEntry:
         completion_tokens=row["completion_tokens"],
         ephemeral=row["ephemeral"],
         turns=row["turns"],
+        records=row["records"],
     )
 
 
@@ -135,8 +144,12 @@ class PostgresSessionStore:
         connect_timeout: float = 5.0,
         statement_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        migrate: bool = True,
     ) -> None:
+        """``migrate``: apply pending migrations when opening (the gateway); without, a
+        database that is not at this version is refused (a reading command)."""
         self._url = url
+        self._migrate = migrate
         self.schema = schema
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
@@ -154,7 +167,10 @@ class PostgresSessionStore:
         try:
             conn = await connect(self._url, connect_timeout=self._connect_timeout)
             try:
-                await migrations.migrate(conn, self.schema)
+                if self._migrate:
+                    await migrations.migrate(conn, self.schema)
+                else:
+                    await migrations.require_current(conn, self.schema)
             finally:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
@@ -183,7 +199,11 @@ class PostgresSessionStore:
         await self._commits.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                # Bounded: a server that no longer answers must not hold up a shutdown.
+                await asyncio.wait_for(pool.close(), self._connect_timeout)
+            except TimeoutError:
+                pool.terminate()
 
     async def __aenter__(self) -> PostgresSessionStore:
         await self.open()
@@ -197,7 +217,9 @@ class PostgresSessionStore:
     async def get(self, key: str) -> SessionEntry | None:
         if not is_valid_key(key):
             return None
-        row = await self._fetchrow(f"SELECT {_COLUMNS} FROM oc_sessions WHERE key = $1", key)
+        row = await self._fetchrow(
+            f"SELECT {_COLUMNS}, records FROM oc_sessions WHERE key = $1", key
+        )
         return None if row is None else _entry(row)
 
     async def get_or_create(self, key: str, agent_id: str, *, ephemeral: bool) -> SessionEntry:
@@ -223,13 +245,15 @@ class PostgresSessionStore:
             where.append(f"agent_id = ${len(params)}")
         if not include_ephemeral:
             where.append("NOT ephemeral")
+        if search and "\x00" in search:
+            return []  # no key holds one
         if search:
             # ASCII letters in any case, others exactly, as the embedded store matches.
             params.append(ascii_lower(search))
             where.append(
                 f"strpos(translate(key, '{_UPPER}', '{_UPPER.lower()}'), ${len(params)}) > 0"
             )
-        sql = f"SELECT {_COLUMNS} FROM oc_sessions"
+        sql = f"SELECT {_COLUMNS}, records FROM oc_sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         params.append(limit)
@@ -258,23 +282,46 @@ class PostgresSessionStore:
             raise ValueError("token counts must be >= 0")
         turn = Turn(entry.key, entry.agent_id, entry.ephemeral, tuple(records), model, usage)
         now = self._clock()
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         async with self._conn() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT session_id FROM oc_sessions WHERE key = $1 FOR UPDATE", entry.key
             )
-            if current is not None and current != entry.session_id:
-                # The key was deleted and made anew during the run (the embedded store does
-                # the same): the new session is not written into.
-                log.warning(
-                    "session key was re-created during the run; index row left unchanged",
-                    extra={"session_key": entry.key, "session_id": entry.session_id},
+            if current == entry.session_id:
+                return await _write_turn(conn, turn, now)
+            if current is None:
+                # Deleted during the run: put back under the same id with its totals, as the
+                # embedded store does (unless another writer made the key anew meanwhile).
+                revived = bumped(entry, now, model, prompt, completion)
+                turns = None if revived.turns is None else revived.turns + _user_turns(turn)
+                lines = _lines(turn.records)
+                made = await conn.fetchval(
+                    f"INSERT INTO oc_sessions ({_COLUMNS}, records)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    " ON CONFLICT (key) DO NOTHING RETURNING session_id",
+                    revived.key,
+                    revived.session_id,
+                    revived.agent_id,
+                    revived.created_at,
+                    revived.updated_at,
+                    revived.model,
+                    revived.prompt_tokens,
+                    revived.completion_tokens,
+                    revived.ephemeral,
+                    turns,
+                    len(lines),
                 )
-                prompt, completion = (
-                    (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-                )
-                return bumped(entry, now, model, prompt, completion)
-            # Missing (deleted during the run): put back under the same id, as the embedded store.
-            return await _write_turn(conn, turn, now, entry.session_id)
+                if made is not None:
+                    if lines:
+                        await conn.execute(_APPEND_AT_START, revived.session_id, lines)
+                    return replace(revived, turns=turns, records=len(lines))
+            # The key was deleted and made anew during the run (the embedded store does the
+            # same): the new session is not written into.
+            log.warning(
+                "session key was re-created during the run; index row left unchanged",
+                extra={"session_key": entry.key, "session_id": entry.session_id},
+            )
+            return bumped(entry, now, model, prompt, completion)
 
     async def load(
         self, key: str, agent_id: str, *, max_records: int | None
@@ -387,12 +434,16 @@ class PostgresSessionStore:
                 )
 
     async def get_response(self, response_id: str) -> StoredResponse | None:
+        if "\x00" in response_id:
+            return None  # could not have been stored (PostgreSQL text holds no NUL)
         row = await self._fetchrow(
             f"SELECT {_RESPONSE_COLUMNS} FROM oc_responses WHERE id = $1", response_id
         )
         return None if row is None else _stored(row)
 
     async def delete_response(self, response_id: str) -> bool:
+        if "\x00" in response_id:
+            return False
         async with self._conn() as conn, conn.transaction():
             key = await conn.fetchval(
                 "DELETE FROM oc_responses WHERE id = $1 RETURNING session_key", response_id
@@ -429,7 +480,7 @@ class PostgresSessionStore:
         return self._pool
 
     def _conn(self) -> _Acquired:
-        return _Acquired(self._open_pool())
+        return _Acquired(self._open_pool(), self._connect_timeout)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._conn() as conn:
@@ -456,13 +507,16 @@ class _Acquired:
     """A pooled connection for one call; failures to get one or to use it are storage errors
     (``StoreUnavailableError``), raised once, logged once."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
+        self._timeout = timeout
         self._conn: Any = None
 
     async def __aenter__(self) -> asyncpg.Connection:
         try:
-            self._conn = await self._pool.acquire()
+            # Bounded: when every connection is stuck on a server that does not answer, a
+            # request fails with 503 instead of queueing behind them.
+            self._conn = await self._pool.acquire(timeout=self._timeout)
         except STORAGE_ERRORS as exc:
             raise store_error(exc) from exc
         conn: asyncpg.Connection = self._conn
@@ -485,7 +539,7 @@ async def _get_or_insert(
 ) -> SessionEntry:
     row = await conn.fetchrow(
         f"INSERT INTO oc_sessions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $4, NULL, 0, 0, $5, 0)"
-        f" ON CONFLICT (key) DO NOTHING RETURNING {_COLUMNS}",
+        f" ON CONFLICT (key) DO NOTHING RETURNING {_COLUMNS}, records",
         key,
         uuid7_str(),
         agent_id,
@@ -493,7 +547,9 @@ async def _get_or_insert(
         ephemeral,
     )
     if row is None:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM oc_sessions WHERE key = $1", key)
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS}, records FROM oc_sessions WHERE key = $1", key
+        )
     if row is None:  # deleted between the two statements: ours to make again
         return await _get_or_insert(conn, key, agent_id, ephemeral, now)
     return _entry(row)
@@ -516,27 +572,38 @@ def _records(entry: SessionEntry, lines: list[str]) -> list[TranscriptRecord]:
     return out
 
 
-async def _write_turn(
-    conn: asyncpg.Connection, turn: Turn, now: float, session_id: str | None = None
-) -> SessionEntry:
-    """Bump (or create, as ``session_id`` when given) the turn's session and append its
-    records; inside a transaction."""
+async def _write_turn(conn: asyncpg.Connection, turn: Turn, now: float) -> SessionEntry:
+    """Bump (or create) the turn's session and append its records, in one statement.  A turn
+    whose fence no longer matches (the session moved on since its run read it: the run's lease
+    was lost) is refused whole."""
     usage = turn.usage or Usage()
     row = await conn.fetchrow(
         _WRITE_TURN,
         turn.key,
-        session_id or uuid7_str(),
+        uuid7_str(),
         turn.agent_id,
         now,
         turn.model,
         usage.prompt_tokens,
         usage.completion_tokens,
         turn.ephemeral,
-        sum(record.role == "user" for record in turn.records),
+        _user_turns(turn),
         _lines(turn.records),
+        turn.fence,
     )
-    assert row is not None  # INSERT .. ON CONFLICT DO UPDATE always returns the row
+    if row is None:
+        log.error(
+            "a turn was refused: its session changed during the run (the run's lease was lost)",
+            extra={"session_key": turn.key},
+        )
+        raise StoreUnavailableError(
+            "The session changed while this run was in progress; try again."
+        )
     return _entry(row)
+
+
+def _user_turns(turn: Turn) -> int:
+    return sum(record.role == "user" for record in turn.records)
 
 
 async def _write_each(
@@ -550,7 +617,7 @@ async def _write_each(
             async with conn.transaction():  # a savepoint
                 await _write_turn(conn, turn, now)
             results.append(None)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, StoreUnavailableError) as exc:
             results.append(store_error(exc))
     return results
 
