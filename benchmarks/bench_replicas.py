@@ -24,7 +24,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
+from bench_gateway import environment
 from bench_sessions import AGENT, HISTORY, SEED_RECORDS, bench_key, pct, turn
 from clients import Target, run_load
 from common import CONNECTIONS, HERE
@@ -324,17 +324,7 @@ def main() -> None:
     print(json.dumps(result["store_cost"], indent=1))
     print("throughput over replicas ...", flush=True)
     result["throughput"] = throughput(args.url, args.quick)
-    result["environment"] = {
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip(),
-    }
+    result["environment"] = environment()
     print(json.dumps(result["throughput"], indent=1))
     out = HERE / "results" / "replicas.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

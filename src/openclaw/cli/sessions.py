@@ -179,6 +179,20 @@ def sessions_list(
 @config_option
 def sessions_show(key: str, limit: int | None, as_json: bool, config_path: Path | None) -> None:
     """The transcript of session KEY (`agent:<id>:<name>`, or a name under the default agent)."""
+    store_key, records = _transcript(config_path, key, limit)
+    if as_json:
+        messages = [r.to_dict() for r in records]
+        click.echo(orjson.dumps({"sessionKey": store_key, "messages": messages}).decode())
+        return
+    for line in transcript_lines(records):
+        click.echo(line)
+
+
+def _transcript(
+    config_path: Path | None, key: str, limit: int | None
+) -> tuple[str, list[TranscriptRecord]]:
+    """(the stored key, its last ``limit`` records) from the configured store, or a clean exit
+    when there is no such session."""
     state = paths.state_dir()
     config = load(config_path)
     store_key = _store_key(config, state, key)
@@ -192,12 +206,7 @@ def sessions_show(key: str, limit: int | None, as_json: bool, config_path: Path 
             f"no session `{store_key}` in {_where(config, state)}"
             " (see `openclaw sessions list --all`)"
         )
-    if as_json:
-        messages = [r.to_dict() for r in records]
-        click.echo(orjson.dumps({"sessionKey": store_key, "messages": messages}).decode())
-        return
-    for line in transcript_lines(records):
-        click.echo(line)
+    return store_key, records
 
 
 def _store_key(config: Config, state: Path, key: str) -> str:
@@ -221,16 +230,7 @@ def _store_key(config: Config, state: Path, key: str) -> str:
 def sessions_export(key: str, output: Path, config_path: Path | None) -> None:
     """Write the transcript of session KEY as JSONL (one record per line, as the embedded store
     keeps it), from whichever store is configured."""
-    state = paths.state_dir()
-    config = load(config_path)
-    store_key = _store_key(config, state, key)
-    entry, records = (
-        _run(config, state, lambda store: _history(store, store_key, None))
-        if _has_store(config, state)
-        else (None, [])
-    )
-    if entry is None:
-        fail(f"no session `{store_key}` in {_where(config, state)}")
+    store_key, records = _transcript(config_path, key, None)
     data = b"".join(record.to_json_bytes() for record in records)
     if str(output) == "-":
         sys.stdout.buffer.write(data)
