@@ -27,6 +27,7 @@ import asyncio
 import os
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ import orjson
 import pytest
 
 from openclaw.sessions import SqliteSessionStore, user_key
+from openclaw.sessions.postgres import PostgresSessionStore
 from tests.e2e.processes import ENABLED, TOKEN, GatewayProcess
+from tests.postgres import require_postgres
 from tests.upstream import FakeUpstream
 
 KILLS = int(os.environ.get("OPENCLAW_CRASH_KILLS", "20"))
@@ -174,10 +177,15 @@ async def _round(tmp: Path, config: dict[str, Any], ledger: Ledger, kill_after: 
         gw.close()
 
 
-async def _stored_history(state: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+Opener = Callable[[], Any]  # a store to open (``async with``) on the gateway's data
+
+
+async def _stored_history(
+    open_store: Opener,
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """(user sessions' records, per-request sessions' records by key), read after the kills."""
     users: dict[str, list[Any]] = {}
-    async with SqliteSessionStore(state) as store:
+    async with open_store() as store:
         for name in USERS:
             entry = await store.get(user_key("main", name))
             users[name] = [] if entry is None else await store.read_history(entry, max_records=None)
@@ -255,14 +263,46 @@ def _config(upstream: FakeUpstream) -> dict[str, Any]:
 
 
 async def test_answered_turns_survive_sigkill(upstream: FakeUpstream, tmp_path: Path) -> None:
-    rng = random.Random(SEED)
+    await _kill_loop(
+        upstream, tmp_path, _config(upstream), lambda: SqliteSessionStore(tmp_path / "state"), KILLS
+    )
+
+
+async def test_answered_turns_survive_sigkill_on_postgres(
+    upstream: FakeUpstream, tmp_path: Path, pg_schema: str
+) -> None:
+    """The same on the shared store (half the kills: the embedded store's loop is the long
+    one): each turn is one statement, committed before its reply's last bytes leave."""
+    url = require_postgres()
     config = _config(upstream)
+    config["session"] = {
+        **config["session"],
+        "store": "postgres",
+        "postgres": {"url": url, "schema": pg_schema},
+    }
+    await _kill_loop(
+        upstream,
+        tmp_path,
+        config,
+        lambda: PostgresSessionStore(url, schema=pg_schema),
+        max(5, KILLS // 2),
+    )
+
+
+async def _kill_loop(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    config: dict[str, Any],
+    open_store: Opener,
+    kills: int,
+) -> None:
+    rng = random.Random(SEED)
     ledger = Ledger()
-    for _ in range(KILLS):
+    for _ in range(kills):
         await _round(tmp_path, config, ledger, rng.randint(*KILL_AFTER))
         assert not ledger.problems, ledger.problems
-        await _store_opens(tmp_path / "state")
-    await _check_all(upstream, ledger, tmp_path)
+        await _store_opens(open_store)
+    await _check_all(upstream, ledger, open_store, kills)
 
 
 async def test_answered_turns_survive_sigkill_of_workers(
@@ -290,7 +330,7 @@ async def test_answered_turns_survive_sigkill_of_workers(
             while len(now := _children(gw.proc.pid)) < 2 or victim in now:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             assert not ledger.problems, ledger.problems
-            await _store_opens(tmp_path / "state")
+            await _store_opens(lambda: SqliteSessionStore(tmp_path / "state"))
         stop.set()
         await asyncio.gather(*clients)
         assert await asyncio.to_thread(gw.stop) == 0
@@ -299,13 +339,13 @@ async def test_answered_turns_survive_sigkill_of_workers(
             gw.proc.kill()
         gw.close()
     assert gw.log.count("starting it again") == KILLS
-    await _check_all(upstream, ledger, tmp_path)
+    await _check_all(upstream, ledger, lambda: SqliteSessionStore(tmp_path / "state"), KILLS)
 
 
-async def _store_opens(state: Path) -> None:
-    """After a kill: the index opens and the stored sessions' transcripts read (a torn last
+async def _store_opens(open_store: Opener) -> None:
+    """After a kill: the store opens and the stored sessions' transcripts read (a torn last
     line skipped); the whole check is at the end."""
-    async with SqliteSessionStore(state) as store:
+    async with open_store() as store:
         for name in USERS:
             entry = await store.get(user_key("main", name))
             if entry is not None:
@@ -317,8 +357,10 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-async def _check_all(upstream: FakeUpstream, ledger: Ledger, tmp_path: Path) -> None:
-    users, ephemeral = await _stored_history(tmp_path / "state")
+async def _check_all(
+    upstream: FakeUpstream, ledger: Ledger, open_store: Opener, kills: int
+) -> None:
+    users, ephemeral = await _stored_history(open_store)
     problems = []
     for name in USERS:
         problems += _check_user_session(name, ledger.answered.get(name, []), users[name])
@@ -329,10 +371,10 @@ async def _check_all(upstream: FakeUpstream, ledger: Ledger, tmp_path: Path) -> 
     problems += _check_model_saw_history(upstream, ledger)
     assert not problems, "\n".join(problems[:50])
     # The run really was under load and really was cut short, many times.
-    assert ledger.total_answered() >= KILLS * KILL_AFTER[0]
-    assert ledger.unanswered >= KILLS
+    assert ledger.total_answered() >= kills * KILL_AFTER[0]
+    assert ledger.unanswered >= kills
     print(
-        f"\n{KILLS} SIGKILLs (seed {SEED}): {ledger.total_answered()} answered turns "
+        f"\n{kills} SIGKILLs (seed {SEED}): {ledger.total_answered()} answered turns "
         f"({len(ledger.ephemeral)} per-request), {ledger.unanswered} cut short; "
         "every answered turn stored once, in order"
     )
