@@ -5,6 +5,9 @@ export KEY` from either store, byte for byte the same."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,11 @@ def test_db_status_and_migrate(tmp_path: Path, pg_schema: str) -> None:
         env={"OPENCLAW_CONFIG_PATH": str(missing), "OPENCLAW_DATABASE_URL": ""},
     )
     assert refused.exit_code == 1 and "OPENCLAW_DATABASE_URL" in refused.output
+    plain = write_config(tmp_path / "plain.json", {})
+    embedded = CliRunner().invoke(
+        cli, ["db", "status"], env={"OPENCLAW_CONFIG_PATH": str(plain), "OPENCLAW_DATABASE_URL": ""}
+    )
+    assert embedded.exit_code == 1 and 'session.store is "sqlite"' in embedded.output
     down = write_config(
         tmp_path / "down.json", pg(pg_schema, url="postgresql://u:pw-SECRET@127.0.0.1:1/x")
     )
@@ -122,7 +130,7 @@ def test_sessions_migrate_is_idempotent_resumable_and_verified(
     )
     assert first.exit_code == 0, first.output
     assert (
-        "6 sessions copied, 0 completed, 0 already there; 31 records, 1 stored responses"
+        "6 sessions copied, 0 brought up to date, 0 already there; 31 records, 1 stored responses"
         in first.output
     )
     assert "verified" in first.output
@@ -132,7 +140,7 @@ def test_sessions_migrate_is_idempotent_resumable_and_verified(
         config=pg_config,
     )
     assert (
-        "0 sessions copied, 0 completed, 6 already there; 0 records, 0 stored responses"
+        "0 sessions copied, 0 brought up to date, 6 already there; 0 records, 0 stored responses"
         in again.output
     )
 
@@ -149,7 +157,7 @@ def test_sessions_migrate_is_idempotent_resumable_and_verified(
         state=state,
         config=pg_config,
     )
-    assert "0 sessions copied, 1 completed, 5 already there; 4 records" in resumed.output
+    assert "0 sessions copied, 1 brought up to date, 5 already there; 4 records" in resumed.output
 
     # Both stores export the same bytes; the shared one lists what was copied.
     from_pg = run(["sessions", "export", "s1"], state=state, config=pg_config)
@@ -179,6 +187,29 @@ def test_sessions_migrate_is_idempotent_resumable_and_verified(
     )
     assert conflict.exit_code == 1
     assert "conflict: agent:main:s4" in conflict.output
+
+    # A session that went on in both stores since the copy: reported, not silently skipped.
+    async def diverge() -> None:
+        async with SqliteSessionStore(state) as store:
+            record = TranscriptRecord(role="user", content="late sqlite turn", timestamp=3.0)
+            await store.record_turn(Turn("agent:main:s2", "main", False, (record,), None, None))
+
+    asyncio.run(diverge())
+    run_sql(
+        require_postgres(),
+        f'SET search_path TO "{pg_schema}"',
+        "INSERT INTO oc_records (session_id, seq, line) SELECT session_id, records,"
+        ' \'{"role":"user","content":"late pg turn","timestamp":3.0}\''
+        " FROM oc_sessions WHERE key = 'agent:main:s2'",
+        "UPDATE oc_sessions SET records = records + 1 WHERE key = 'agent:main:s2'",
+    )
+    diverged = run(
+        ["sessions", "migrate", "--from", "sqlite", "--to", "postgres"],
+        state=state,
+        config=pg_config,
+    )
+    assert diverged.exit_code == 1
+    assert "conflict: agent:main:s2" in diverged.output
 
     nothing = run(["sessions", "export", "nope"], state=state, config=pg_config)
     assert nothing.exit_code == 1 and "no session `agent:main:nope`" in nothing.output
@@ -215,3 +246,29 @@ def test_a_database_url_that_cannot_be_parsed_is_never_echoed(tmp_path: Path) ->
     )
     assert from_env.exit_code == 1 and "OPENCLAW_DATABASE_URL" in from_env.output
     assert "Secr3t" not in from_env.output
+
+
+def test_a_gateway_whose_database_does_not_answer_says_so_in_one_line(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.json",
+        {
+            "gateway": {"auth": {"mode": "token", "token": "abcdefgh1234"}},
+            "session": {"store": "postgres"},
+        },
+    )
+    env = {
+        **os.environ,
+        "OPENCLAW_STATE_DIR": str(tmp_path / "state"),
+        "OPENCLAW_CONFIG_PATH": str(config),
+        "OPENCLAW_DATABASE_URL": "postgresql://postgres:pw-SECRET@127.0.0.1:1/test",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "openclaw", "gateway", "run", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "cannot reach the session store's database database=127.0.0.1:1/test" in done.stderr
+    assert "Traceback" not in done.stderr and "SECRET" not in done.stderr

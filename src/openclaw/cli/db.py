@@ -25,6 +25,11 @@ def database(config_path: Path | None) -> tuple[str, str, float]:
     try:
         return database_url(pg), pg.schema_name, pg.connect_timeout_seconds
     except ConfigError as exc:
+        if config.session.store != "postgres":
+            fail(
+                'session.store is "sqlite" (the embedded store in the state dir): there is no '
+                'database; see "Running several replicas" in the README to use one'
+            )
         fail(str(exc))
 
 
@@ -54,7 +59,10 @@ def db_migrate(config_path: Path | None) -> None:
         fail(f"cannot reach the database at {where(url)}: {type(exc).__name__}: {exc}")
     for step in applied:
         click.echo(f"applied {step.version}: {step.name}")
-    click.echo(f"{where(url)} schema {schema!r}: at version {migrations.LATEST} (up to date)")
+    click.echo(
+        f"{where(url)} schema {schema!r}: version {migrations.LATEST} of {migrations.LATEST}"
+        " (up to date)"
+    )
 
 
 @db_group.command("status")

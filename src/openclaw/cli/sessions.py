@@ -67,7 +67,11 @@ def _run(config: Config, state: Path, job: Callable[[SessionStore], Awaitable[T]
     try:
         return asyncio.run(run())
     except (StoreUnavailableError, *STORAGE_ERRORS) as exc:
-        fail(f"cannot read the session store ({_where(config, state)}): {exc}")
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        fail(
+            f"cannot read the session store ({_where(config, state)}): "
+            f"{type(cause).__name__}: {cause}"
+        )
     except (migrations.SchemaTooNewError, migrations.SchemaNotReadyError) as exc:
         fail(str(exc))
 
@@ -246,7 +250,8 @@ def sessions_export(key: str, output: Path, config_path: Path | None) -> None:
 @config_option
 def sessions_migrate(source: str, target: str, config_path: Path | None) -> None:
     """Copy the state dir's sessions, transcripts and stored responses into the database of
-    session.postgres (idempotent and resumable: run it again after an interruption)."""
+    session.postgres (idempotent and resumable: run it again after an interruption).  Stop the
+    gateway on this state dir first."""
     state = paths.state_dir()
     config = load(config_path)
     if not _store_exists(state):
@@ -274,12 +279,15 @@ def sessions_migrate(source: str, target: str, config_path: Path | None) -> None
     except STORAGE_ERRORS as exc:
         fail(f"cannot copy to the database at {where(url)}: {type(exc).__name__}: {exc}")
     click.echo(
-        f"{report.copied} sessions copied, {report.resumed} completed, "
+        f"{report.copied} sessions copied, {report.resumed} brought up to date, "
         f"{report.unchanged} already there; {report.records} records, "
         f"{report.responses} stored responses"
     )
     for key in report.conflicts:
-        click.echo(f"conflict: {key} holds another session in the database (left as is)")
+        click.echo(
+            f"conflict: {key} holds another session in the database, or turns were added to it"
+            " in both stores since an earlier copy (left as is)"
+        )
     for key in report.mismatched:
         click.echo(f"mismatch: {key} has fewer records in the database than in {state}")
     if not report.ok:

@@ -23,7 +23,9 @@ from openclaw.gateway.app import bind_host, create_app
 from openclaw.gateway.auth import ResolvedSecret
 from openclaw.gateway.state import GatewayState
 from openclaw.logs import get_logger
+from openclaw.sessions.base import STORAGE_ERRORS
 from openclaw.sessions.postgres import database_url, where
+from openclaw.sessions.postgres.store import connect
 
 log = get_logger("gateway")
 
@@ -213,6 +215,7 @@ async def serve(
     is given its listening socket and says it has started instead of the start-up line."""
     if sock is None:
         raise_open_file_limit()
+    await reach_database(config)
     app = create_app(config, state_dir=state_dir)
     gw: GatewayState = app.state.gateway
     server = GatewayServer(uvicorn_config(app, config), gw.runtime.runner, signals=stop is None)
@@ -249,6 +252,24 @@ async def serve(
         raise SystemExit(1)
     if on_started is None:
         log.info("gateway stopped")
+
+
+async def reach_database(config: Config) -> None:
+    """With the shared store: a database that does not answer is one clear line and exit
+    status 1 (what the start-up would otherwise report as a traceback)."""
+    if config.session.store != "postgres":
+        return
+    pg = config.session.postgres
+    url = database_url(pg)
+    try:
+        conn = await connect(url, connect_timeout=pg.connect_timeout_seconds)
+    except STORAGE_ERRORS as exc:
+        log.error(
+            "cannot reach the session store's database",
+            extra={"database": where(url), "error": f"{type(exc).__name__}: {exc}"},
+        )
+        raise SystemExit(1) from None
+    await conn.close()
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -96,7 +96,11 @@ async def _copy_session(
                 len(lines),
             )
             report.copied += 1
-        elif row["session_id"] != entry.session_id:
+        elif row["session_id"] != entry.session_id or not await _same_prefix(
+            conn, entry.session_id, lines, min(row["records"], len(lines))
+        ):
+            # Another session under the key, or the same one gone on differently in each store
+            # (turns added on both sides since an earlier copy): reported, never merged.
             report.conflicts.append(entry.key)
             return
         elif row["records"] >= len(lines):
@@ -140,6 +144,17 @@ def _stored_responses(index: Path) -> list[tuple[Any, ...]]:
         ).fetchall()
     finally:
         db.close()
+
+
+async def _same_prefix(conn: asyncpg.Connection, session_id: str, lines: list[str], n: int) -> bool:
+    """Whether the database's first ``n`` records of the session are the state dir's (checked
+    by the last of them: records are appended, never changed)."""
+    if n == 0:
+        return True
+    line = await conn.fetchval(
+        "SELECT line FROM oc_records WHERE session_id = $1 AND seq = $2", session_id, n - 1
+    )
+    return bool(line == lines[n - 1])
 
 
 async def _copy_responses(conn: asyncpg.Connection, index: Path) -> int:
