@@ -35,7 +35,8 @@ def status_methods() -> dict[str, Method]:
 
 
 def agents_payload(runtime: Runtime) -> list[dict[str, Any]]:
-    """Each configured agent: id, name, whether it is the default, its model and tools."""
+    """Each configured agent: id, name, whether it is the default, its model and the tools its
+    model is offered (none for a model that cannot call tools, such as the embedded one)."""
     default = runtime.agents.default_id
     return [
         {
@@ -44,10 +45,17 @@ def agents_payload(runtime: Runtime) -> list[dict[str, Any]]:
             "default": agent.id == default,
             "model": agent.model.primary,
             "fallbacks": list(agent.model.fallbacks),
-            "tools": sorted(runtime.toolbox.for_agent(agent.id).tools),
+            "tools": _tools(runtime, agent.id, agent.model.primary),
         }
         for agent in runtime.agents
     ]
+
+
+def _tools(runtime: Runtime, agent_id: str, ref: str) -> list[str]:
+    provider, model, _ = runtime.providers.resolve(ref)
+    if not provider.supports_tools(model):
+        return []
+    return sorted(runtime.toolbox.for_agent(agent_id).tools)
 
 
 async def agents_list(conn: Connection, params: dict[str, Any]) -> Any:
