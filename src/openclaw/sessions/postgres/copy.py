@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import asyncpg
 
 from openclaw.sessions.models import SessionEntry
 from openclaw.sessions.postgres import schema as migrations
+from openclaw.sessions.postgres.store import insert_entry
 from openclaw.sessions.store import INDEX_FILENAME, SqliteSessionStore
 
 Progress = Callable[[int, int], None]
@@ -79,22 +80,7 @@ async def _copy_session(
         )
         if row is None:
             start = 0
-            await conn.execute(
-                "INSERT INTO oc_sessions (key, session_id, agent_id, created_at, updated_at,"
-                " model, prompt_tokens, completion_tokens, ephemeral, turns, records)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                entry.key,
-                entry.session_id,
-                entry.agent_id,
-                entry.created_at,
-                entry.updated_at,
-                entry.model,
-                entry.prompt_tokens,
-                entry.completion_tokens,
-                entry.ephemeral,
-                entry.turns,
-                len(lines),
-            )
+            await insert_entry(conn, replace(entry, records=len(lines)))
             report.copied += 1
         elif row["session_id"] != entry.session_id or not await _same_prefix(
             conn, entry.session_id, lines, min(row["records"], len(lines))

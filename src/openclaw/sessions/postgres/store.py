@@ -295,23 +295,8 @@ class PostgresSessionStore:
                 revived = bumped(entry, now, model, prompt, completion)
                 turns = None if revived.turns is None else revived.turns + _user_turns(turn)
                 lines = _lines(turn.records)
-                made = await conn.fetchval(
-                    f"INSERT INTO oc_sessions ({_COLUMNS}, records)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                    " ON CONFLICT (key) DO NOTHING RETURNING session_id",
-                    revived.key,
-                    revived.session_id,
-                    revived.agent_id,
-                    revived.created_at,
-                    revived.updated_at,
-                    revived.model,
-                    revived.prompt_tokens,
-                    revived.completion_tokens,
-                    revived.ephemeral,
-                    turns,
-                    len(lines),
-                )
-                if made is not None:
+                made = await insert_entry(conn, replace(revived, turns=turns, records=len(lines)))
+                if made:
                     if lines:
                         await conn.execute(_APPEND_AT_START, revived.session_id, lines)
                     return replace(revived, turns=turns, records=len(lines))
@@ -532,6 +517,28 @@ async def connect(url: str, *, connect_timeout: float) -> asyncpg.Connection:
     """One connection, outside the pool (migrations, the CLI)."""
     conn: asyncpg.Connection = await asyncpg.connect(url, timeout=connect_timeout)
     return conn
+
+
+async def insert_entry(conn: asyncpg.Connection, entry: SessionEntry) -> bool:
+    """Insert ``entry``'s row as it is (totals, times, record count) unless its key exists;
+    whether it was inserted."""
+    made = await conn.fetchval(
+        f"INSERT INTO oc_sessions ({_COLUMNS}, records)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (key) DO NOTHING RETURNING session_id",
+        entry.key,
+        entry.session_id,
+        entry.agent_id,
+        entry.created_at,
+        entry.updated_at,
+        entry.model,
+        entry.prompt_tokens,
+        entry.completion_tokens,
+        entry.ephemeral,
+        entry.turns,
+        entry.records or 0,
+    )
+    return made is not None
 
 
 async def _get_or_insert(
