@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--variants", default="", help="gw_variant.py changes, comma-separated")
+    parser.add_argument(
+        "--tools", action="store_true", help="the default tools profile (else minimal: none sent)"
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -159,7 +162,10 @@ def main() -> None:
         up = spawn_upstream()
         procs.append(up)
         variants = [v for v in args.variants.split(",") if v]
-        gw = spawn_gateway(name, tmp, up.port, log_level=args.log_level, variants=variants)
+        config = None if args.tools else {"tools": {"profile": "minimal"}}
+        gw = spawn_gateway(
+            name, tmp, up.port, log_level=args.log_level, variants=variants, config=config
+        )
         procs.append(gw)
         target = Target(name, gw.port, "openclaw", args.stateful, gw)
         load(target, 2000, 10)  # warm-up

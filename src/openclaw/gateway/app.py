@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -13,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openclaw import paths
 from openclaw.config.schema import Config
@@ -36,6 +37,25 @@ from openclaw.gateway.ws_status import status_methods
 from openclaw.runtime import Runtime
 from openclaw.sessions.postgres import database_url
 from openclaw.sessions.postgres.auth_failures import PostgresFailures
+
+
+class GatewayApp(Starlette):
+    """Starlette, with the hot routes (``fast``: (method, path) to endpoint) entered at a
+    ``GatewayMiddleware`` of their own, without the router and Starlette's error middleware:
+    GatewayMiddleware renders every error itself, and each layer skipped is a wrapper less
+    around every message sent."""
+
+    def __init__(self, fast: dict[tuple[str, str], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast = fast
+        self._front = GatewayMiddleware(self.router, fast=fast)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self._fast:
+            scope["app"] = self
+            await self._front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def bind_host(bind: str) -> str:
@@ -148,9 +168,10 @@ def create_app(
                 await shared.close()
             await gw.runtime.close()
 
-    app = Starlette(
+    app = GatewayApp(
+        fast,
         routes=routes,
-        middleware=[Middleware(GatewayMiddleware, fast=fast)],
+        middleware=[Middleware(GatewayMiddleware)],
         # Starlette renders its own routing errors unless told otherwise: they are re-raised
         # as ours, for GatewayMiddleware to render with every other error.
         exception_handlers={HTTPException: raise_as_error},

@@ -21,6 +21,7 @@ from openclaw.agents.runner import AgentRunner
 from openclaw.config.schema import Config
 from openclaw.gateway.app import bind_host, create_app
 from openclaw.gateway.auth import ResolvedSecret
+from openclaw.gateway.coalesce import CoalescingHttpToolsProtocol
 from openclaw.gateway.state import GatewayState
 from openclaw.logs import get_logger
 from openclaw.sessions.base import STORAGE_ERRORS
@@ -37,7 +38,8 @@ def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
         host=bind_host(config.gateway.bind),
         port=config.gateway.port,
         loop="none",
-        http="httptools",
+        # httptools, a response's writes of one loop step sent as one (``coalesce``).
+        http=CoalescingHttpToolsProtocol,
         ws="websockets-sansio",
         lifespan="on",
         log_config=None,

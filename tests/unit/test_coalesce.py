@@ -1,0 +1,147 @@
+"""The coalescing transport: the writes of one loop step leave as one write, in order, and
+nothing held is lost or sent after the connection is closed or aborted."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from openclaw.gateway.coalesce import CoalescingTransport
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.events: list[str] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closing, "written after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.closing = True
+
+    def abort(self) -> None:
+        self.events.append("abort")
+        self.closing = True
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+async def next_step() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_writes_of_one_step_leave_as_one_write_in_order() -> None:
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    t.write(bytearray(b"{"))
+    t.write(memoryview(b"}"))
+    assert real.writes == []  # held until the end of this step
+    assert t.get_write_buffer_size() == 7 + 21
+    await next_step()
+    assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+    t.writelines([b"a", b"b"])
+    await next_step()
+    assert real.writes[1:] == [b"ab"]
+    assert t.get_write_buffer_size() == 7
+
+
+async def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"last bytes")
+    t.close()
+    assert real.writes == [b"last bytes"]
+    assert real.events == ["close"]
+    await next_step()  # the scheduled flush finds nothing more to send
+    assert real.writes == [b"last bytes"]
+
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"never sent")
+    t.abort()
+    await next_step()
+    assert real.writes == [] and real.events == ["abort"]
+
+
+async def test_eof_follows_the_held_bytes_and_the_rest_is_the_real_transport() -> None:
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"x")
+    t.write_eof()
+    assert real.writes == [b"x"] and real.events == ["eof"]
+    assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+    assert t.is_closing() is False
+
+
+async def test_a_connection_closed_under_it_drops_the_held_bytes() -> None:
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"late")
+    real.closing = True  # the peer went away before the step ended
+    await next_step()
+    assert real.writes == []
+
+
+@pytest.mark.parametrize("body_size", [0, 10, 300_000])
+async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
+    """A uvicorn server on the coalescing protocol: status, headers and body arrive whole, on
+    a keep-alive connection, for a small, an empty and a large body."""
+    import uvicorn
+
+    from openclaw.gateway.coalesce import CoalescingHttpToolsProtocol
+
+    body = b"y" * body_size
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert f"content-length: {body_size}".encode() in head
+            assert await reader.readexactly(body_size) == body
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
