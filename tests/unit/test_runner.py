@@ -12,8 +12,8 @@ import pytest
 
 from openclaw.agents.events import ALL_RUNS, RunEnded, RunStarted
 from openclaw.agents.runner import RunParams, RunResult
-from openclaw.errors import GatewayBusyError, UpstreamUnavailableError
-from openclaw.messages import ChatMessage, TextDelta, Usage
+from openclaw.errors import GatewayBusyError, UnsupportedError, UpstreamUnavailableError
+from openclaw.messages import ChatMessage, ImagePart, TextDelta, Usage
 from openclaw.providers.base import Finished, ModelRequest, ProviderEvent
 from openclaw.runtime import Runtime
 from openclaw.sessions.keys import Target, resolve_target
@@ -311,3 +311,88 @@ async def test_a_deadline_whose_step_swallows_the_cancel_times_out_cleanly() -> 
     with pytest.raises(TimeoutError):  # past the deadline: at once
         await guard.wait(asyncio.sleep(0))
     guard.close()
+
+
+async def test_execute_awaits_every_event_in_order_then_the_result(tmp_path: Path) -> None:
+    """The door's ``emit`` sees the start, every delta, the end and the result, in that order,
+    and the result it is given is the one returned; the bus sees the same events (not the
+    result)."""
+    p = ScriptedProvider()
+    seen: list[object] = []
+
+    async def emit(item: object) -> None:
+        await asyncio.sleep(0)  # a door that takes its time (a socket)
+        seen.append(item)
+
+    async with runtime(tmp_path, p) as rt:
+        with rt.bus.subscribe(ALL_RUNS) as sub:
+            result = await rt.runner.execute(RunParams(user("a b"), fresh()), emit)
+            published = []
+            while not sub.queue.empty():
+                published.append(sub.queue.get_nowait().event)
+    assert isinstance(seen[0], RunStarted)
+    assert [type(x) for x in seen[1:-2]] == [TextDelta] * 4
+    assert "".join(x.text for x in seen[1:-2]) == "reply to a b"  # type: ignore[attr-defined]
+    assert isinstance(seen[-2], RunEnded) and seen[-2].phase == "end"
+    assert seen[-1] is result
+    assert published == seen[:-1]
+
+
+async def test_a_run_refused_before_the_model_ends_with_an_event_to_the_door(
+    tmp_path: Path,
+) -> None:
+    p = ScriptedProvider()
+    seen: list[object] = []
+
+    async def emit(item: object) -> None:
+        seen.append(item)
+
+    async with runtime(tmp_path, p) as rt:
+        bad = RunParams(user("x"), resolve_target("ghost", default="ephemeral"))
+        with pytest.raises(Exception, match="ghost"):
+            await rt.runner.execute(bad, emit)
+        assert seen == []  # an unknown agent is refused before the run starts
+        params = RunParams(
+            ChatMessage(role="user", content=(ImagePart("image/png", b"\x89PNG"),)), fresh()
+        )
+        with pytest.raises(UnsupportedError):
+            await rt.runner.execute(params, emit)
+    assert [type(x) for x in seen] == [RunStarted, RunEnded]
+    ended = seen[-1]
+    assert isinstance(ended, RunEnded) and ended.phase == "error"
+    assert p.requests == []
+
+
+async def test_stream_relays_a_failure_after_what_came_before(tmp_path: Path) -> None:
+    p = ScriptedProvider()
+    p.fail_next = UpstreamUnavailableError("down")
+    kinds: list[type] = []
+    async with runtime(tmp_path, p) as rt:
+        with pytest.raises(UpstreamUnavailableError):
+            async with contextlib.aclosing(
+                rt.runner.stream(RunParams(user("x"), fresh()))
+            ) as items:
+                async for item in items:
+                    kinds.append(type(item))
+    assert kinds == [RunStarted, RunEnded]
+
+
+async def test_closing_the_stream_early_aborts_the_run_and_keeps_its_turn(
+    tmp_path: Path,
+) -> None:
+    """A consumer that stops reading (``aclose``) ends the run as a client leaving does: the
+    provider's call is closed and the partial turn stored as aborted."""
+    p = ScriptedProvider(delay=0.05)
+    async with runtime(tmp_path, p) as rt:
+        params = RunParams(user("one two three four five six"), stored("agent:main:early"))
+        async with contextlib.aclosing(rt.runner.stream(params)) as items:
+            async for item in items:
+                if isinstance(item, TextDelta):
+                    break
+        assert p.closed
+        await rt.runner.drain()
+        entry = await rt.store.get("agent:main:early")
+        assert entry is not None
+        records = await rt.store.read_history(entry, max_records=None)
+        assert rt.runner.active_runs() == []
+    assert records[-1].stop_reason == "aborted"

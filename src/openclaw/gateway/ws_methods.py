@@ -11,13 +11,12 @@ validated by pydantic models, as the HTTP bodies are.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from openclaw.agents.events import RunEnded
+from openclaw.agents.events import RunEnded, RunEvent
 from openclaw.agents.registry import AgentRegistry
 from openclaw.agents.runner import AgentRunner, RunParams, RunResult
 from openclaw.errors import InvalidRequestError, NotFoundError
@@ -213,17 +212,15 @@ async def agent_abort(conn: Connection, params: dict[str, Any]) -> Any:
 
 
 async def stream_run(conn: Connection, runner: AgentRunner, run: RunParams) -> RunResult:
-    """Run ``run``, sending each of its events to ``conn`` (from the run's own iteration, so a
+    """Run ``run``, sending each of its events to ``conn`` (awaited by the run itself, so a
     slow socket slows the run down instead of losing text); the result."""
-    result: RunResult | None = None
-    async with contextlib.aclosing(runner.stream(run)) as events:
-        async for item in events:
-            if isinstance(item, RunResult):
-                result = item
-            else:
-                await conn.event("agent", agent_event(run.run_id, run.target.key, item))
-    assert result is not None
-    return result
+
+    async def emit(item: object) -> None:
+        if not isinstance(item, RunResult):
+            event = cast(RunEvent, item)  # what a run emits: its events, then its result
+            await conn.event("agent", agent_event(run.run_id, run.target.key, event))
+
+    return await runner.execute(run, emit)
 
 
 async def sessions_list(conn: Connection, params: dict[str, Any]) -> Any:

@@ -99,8 +99,9 @@ class ChatCompletionsEndpoint:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         stream = SseStream(send, headers, self.keepalive, opening=chunks.role)
         shown = _SHOWN_WITH_TOOLS if tool_events else _SHOWN
+        runner = self.gw.runtime.runner
         async for item in stream.items(
-            self.gw.runtime.runner.stream(params), shown, final=(RunResult,)
+            lambda emit: runner.execute(params, emit), shown, final=(RunResult,)
         ):
             if not isinstance(item, RunResult):
                 await stream.send(chunks.render(item))  # type: ignore[arg-type]

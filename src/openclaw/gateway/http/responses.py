@@ -265,8 +265,9 @@ class _Run:
     async def stream(self, events: EventStream, headers: dict[str, str], send: Send) -> None:
         endpoint = self.endpoint
         stream = SseStream(send, headers, endpoint.keepalive, opening=events.opening())
+        runner, params = endpoint.gw.runtime.runner, self.params
         async for item in stream.items(
-            endpoint.gw.runtime.runner.stream(self.params), _SHOWN, final=(RunResult,)
+            lambda emit: runner.execute(params, emit), _SHOWN, final=(RunResult,)
         ):
             if isinstance(item, TextDelta):
                 await stream.send(events.text(item.text))

@@ -10,13 +10,13 @@ that waiting for its next item may time out without cancelling it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Send
 
+from openclaw.agents.runner import STREAM_QUEUE_SIZE, Emit
 from openclaw.aio import reap
 from openclaw.errors import UpstreamError
 from openclaw.gateway.body import read_body
@@ -27,7 +27,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = get_logger("http")
 
-STREAM_QUEUE_SIZE = 256
 # Most requests end sooner than a client can be noticed leaving, so the watcher is only started
 # once a request outlives this (a timer costs far less than a task).
 WATCH_AFTER_SECONDS = 0.05
@@ -171,15 +170,16 @@ class SseStream:
 
     async def items(
         self,
-        events: AsyncGenerator[object, None],
+        start: Callable[[Emit], Awaitable[object]],
         shown: tuple[type, ...],
         final: tuple[type, ...] = (),
     ) -> AsyncIterator[object]:
-        """What the run produces of the types in ``shown``, as it comes (a failure of the run is
-        raised here); a keep-alive comment (opening the stream first) whenever nothing came for
-        the keep-alive interval, so proxies do not close an idle stream."""
+        """What the run ``start(emit)`` (``AgentRunner.execute``) emits of the types in
+        ``shown``, as it comes (a failure of the run is raised here); a keep-alive comment
+        (opening the stream first) whenever nothing came for the keep-alive interval, so proxies
+        do not close an idle stream."""
         queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE_SIZE)
-        producer = asyncio.create_task(_produce(events, queue, shown))
+        producer = asyncio.create_task(_produce(start, queue, shown))
         # One timer for the stream, not one per item: it checks how long the queue was idle.
         loop = asyncio.get_running_loop()
         last = loop.time()
@@ -227,19 +227,23 @@ class SseStream:
 
 
 async def _produce(
-    events: AsyncGenerator[object, None], queue: asyncio.Queue[object], shown: tuple[type, ...]
+    start: Callable[[Emit], Awaitable[object]],
+    queue: asyncio.Queue[object],
+    shown: tuple[type, ...],
 ) -> None:
     """Runs the agent in its own task so the sender can wait on the queue with a timeout
-    (waiting on the generator itself with a timeout would cancel the run).  Only what the
-    stream shows goes on the queue."""
+    (waiting on the run itself with a timeout would cancel it).  Only what the stream shows
+    goes on the queue; a full queue (a slow client) holds the run back."""
+
+    async def emit(item: object) -> None:
+        if isinstance(item, shown):
+            if queue.full():
+                await queue.put(item)
+            else:
+                queue.put_nowait(item)
+
     try:
-        async with contextlib.aclosing(events) as stream:
-            async for item in stream:
-                if isinstance(item, shown):
-                    if queue.full():
-                        await queue.put(item)
-                    else:
-                        queue.put_nowait(item)
+        await start(emit)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
