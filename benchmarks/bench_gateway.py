@@ -9,9 +9,12 @@ its own process (``processes.py`` starts them):
                 streaming (chunked SSE) or not;
 * ``hop``       a bare aiohttp pass-through on uvloop (``hop_server.py``): reads the body, POSTs
                 it to the upstream with one pooled ``aiohttp.ClientSession``, returns the reply;
-* gateways      ``openclaw gateway run`` with a temp config and state dir:
+* gateways      ``openclaw gateway run`` with a temp config and state dir, tools off
+                (``tools.profile: "minimal"``: no tool schemas sent upstream, as the hop
+                sends none) unless said otherwise:
                 ``gw``      stateless requests, ``OPENCLAW_LOG_LEVEL=warning``;
-                ``gw-info`` the same with info-level access logs (written to a file);
+                ``gw-tools`` the same with the default tools profile (its extra cost);
+                ``gw-info`` the same as ``gw`` with info-level access logs (to a file);
                 ``gw-1k``   ``user`` set, 1,000 stored sessions in the index;
                 ``gw-100k`` ``user`` set, 100,000 stored sessions in the index;
                 with ``--compare REF`` also ``base`` and ``base-1k``, built from git ``REF``.
@@ -64,12 +67,16 @@ from report import report
 RESULTS = HERE / "results" / "latest.json"
 STATE_SIZES = (1_000, 100_000)
 
-# Targets: added p50 latency, added TTFT, throughput ratio to the bare hop, and "flat"
-# stored-session cost, judged with a noise tolerance.
-TARGET_ADDED_LATENCY_MS = 0.5
+# Targets (the README's design targets): p50 latency added over the bare hop, TTFT added over
+# the upstream itself, throughput as a share of the hop's, and "flat" stored-session cost,
+# judged with a noise tolerance.
+TARGET_ADDED_LATENCY_MS = 0.3
 TARGET_ADDED_TTFT_MS = 1.0
-TARGET_THROUGHPUT_RATIO = 0.5
+TARGET_THROUGHPUT_RATIO = 0.75
 FLAT_TOLERANCE = 1.15  # 100k/1k p50 latency at most this, throughput at least its inverse
+# The relay figures are taken with tools off (no tool schemas sent upstream, as the hop sends
+# none); ``gw-tools`` has the default profile, for its extra cost beside them.
+MINIMAL = {"tools": {"profile": "minimal"}}
 
 
 def judge(
@@ -86,16 +93,16 @@ def judge(
     rps = {name: v["sustained_rps"] for name, v in tput.items()}
     burst = {name: v["rps"] for name, v in tput.items()}
 
-    added = round(p50["gw"] - p50["direct"], 4)
+    added = round(p50["gw"] - p50["hop"], 4)
     added_ttft = round(ttft50["gw"] - ttft50["direct"], 4)
     tput_ratio = ratio(rps["gw"], rps["hop"])
     flat_lat = ratio(p50["gw-user-100k"], p50["gw-user-1k"])
     flat_tput = ratio(rps["gw-user-100k"], rps["gw-user-1k"])
     targets = {
-        "added_latency_p50": {
+        "added_latency_p50_over_hop": {
             "value_ms": added,
             "limit_ms": TARGET_ADDED_LATENCY_MS,
-            "ratio_gw_over_direct": ratio(p50["gw"], p50["direct"]),
+            "ratio_gw_over_hop": ratio(p50["gw"], p50["hop"]),
             "met": added <= TARGET_ADDED_LATENCY_MS,
         },
         "added_ttft_p50": {
@@ -119,7 +126,10 @@ def judge(
     }
     derived: dict[str, Any] = {
         "hop_added_p50_ms": round(p50["hop"] - p50["direct"], 4),
-        "gw_added_over_hop_p50_ms": round(p50["gw"] - p50["hop"], 4),
+        "gw_added_over_direct_p50_ms": round(p50["gw"] - p50["direct"], 4),
+        "tools_profile_added_p50_ms": round(p50["gw-tools"] - p50["gw"], 4),
+        "tools_profile_throughput_ratio": ratio(rps["gw-tools"], rps["gw"]),
+        "gw_tools_throughput_vs_hop": ratio(rps["gw-tools"], rps["hop"]),
         "info_logs_added_p50_ms": round(p50["gw-info"] - p50["gw"], 4),
         "info_logs_throughput_ratio": ratio(rps["gw-info"], rps["gw"]),
         "stateful_added_p50_ms": round(p50["gw-user-1k"] - p50["gw"], 4),
@@ -150,17 +160,18 @@ def start_servers(procs: list[Proc], tmp: Path, base_src: Path | None) -> list[T
     hop = spawn_hop(up.port)
     procs.append(hop)
     gws: dict[str, Proc] = {}
-    for name, level in (
-        ("gw", "warning"),
-        ("gw-info", "info"),
-        ("gw-1k", "warning"),
-        ("gw-100k", "warning"),
+    for name, level, config in (
+        ("gw", "warning", MINIMAL),
+        ("gw-tools", "warning", None),
+        ("gw-info", "info", MINIMAL),
+        ("gw-1k", "warning", MINIMAL),
+        ("gw-100k", "warning", MINIMAL),
     ):
-        gws[name] = spawn_gateway(name, tmp, up.port, log_level=level)
+        gws[name] = spawn_gateway(name, tmp, up.port, log_level=level, config=config)
         procs.append(gws[name])
     if base_src is not None:
         for name in ("base", "base-1k"):
-            gws[name] = spawn_gateway(name, tmp, up.port, source=base_src)
+            gws[name] = spawn_gateway(name, tmp, up.port, source=base_src, config=MINIMAL)
             procs.append(gws[name])
     print("servers up: " + ", ".join(f"{p.name}:{p.port}" for p in procs), flush=True)
 
@@ -168,6 +179,7 @@ def start_servers(procs: list[Proc], tmp: Path, base_src: Path | None) -> list[T
         Target("direct", up.port, UPSTREAM_MODEL, proc=up),
         Target("hop", hop.port, UPSTREAM_MODEL, proc=hop),
         Target("gw", gws["gw"].port, "openclaw", proc=gws["gw"]),
+        Target("gw-tools", gws["gw-tools"].port, "openclaw", proc=gws["gw-tools"]),
         Target("gw-info", gws["gw-info"].port, "openclaw", proc=gws["gw-info"]),
         Target("gw-user-1k", gws["gw-1k"].port, "openclaw", True, gws["gw-1k"]),
         Target("gw-user-100k", gws["gw-100k"].port, "openclaw", True, gws["gw-100k"]),
