@@ -41,6 +41,8 @@ class ToolCallAccumulator:
         call.arguments.append(delta.arguments)
 
     def calls(self) -> tuple[ToolCall, ...]:
+        if not self._calls:
+            return ()  # most answers: asked several times a run
         return tuple(
             ToolCall(c.id or f"call_{i}", c.name, "".join(c.arguments) or "{}")
             for i, c in sorted(self._calls.items())
@@ -117,12 +119,16 @@ class RunState:
     def text(self) -> str:
         """Every call's text in order, a blank line between two non-empty ones: what the
         stream showed."""
+        if not self.rounds:
+            return self.current.text  # a run without tool rounds: most of them
         return "\n\n".join(
             t for t in (*(r.outcome.text for r in self.rounds), self.current.text) if t
         )
 
     @property
     def usage(self) -> Usage | None:
+        if not self.rounds:
+            return self.current.usage
         usages = [u for u in (*(r.outcome.usage for r in self.rounds), self.current.usage) if u]
         if not usages:
             return None
