@@ -396,3 +396,37 @@ async def test_closing_the_stream_early_aborts_the_run_and_keeps_its_turn(
         records = await rt.store.read_history(entry, max_records=None)
         assert rt.runner.active_runs() == []
     assert records[-1].stop_reason == "aborted"
+
+
+async def test_a_door_that_fails_mid_run_aborts_it_like_a_client_leaving(
+    tmp_path: Path,
+) -> None:
+    """The door's ``emit`` raising (its socket closed under it) is not the run's failure: the
+    run ends aborted with its partial turn kept and the upstream call closed, observers see it
+    end aborted, and the door's own error comes out of ``execute``."""
+
+    class SocketClosed(Exception):
+        pass
+
+    p = ScriptedProvider(delay=0.01)
+
+    async def emit(item: object) -> None:
+        if isinstance(item, TextDelta):
+            raise SocketClosed()
+
+    async with runtime(tmp_path, p) as rt:
+        with rt.bus.subscribe(ALL_RUNS) as sub:
+            with pytest.raises(SocketClosed):
+                await rt.runner.execute(RunParams(user("a b c d"), stored("agent:main:d")), emit)
+            await rt.runner.drain()
+            ends = []
+            while not sub.queue.empty():
+                event = sub.queue.get_nowait().event
+                if isinstance(event, RunEnded):
+                    ends.append(event.phase)
+        assert p.closed
+        entry = await rt.store.get("agent:main:d")
+        assert entry is not None
+        records = await rt.store.read_history(entry, max_records=None)
+    assert ends == ["aborted"]
+    assert records[-1].stop_reason == "aborted"

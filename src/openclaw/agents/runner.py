@@ -202,6 +202,16 @@ STREAM_QUEUE_SIZE = 256
 _END = object()
 
 
+class _DoorFailed(BaseException):
+    """The door's ``emit`` failed (its socket closed under it): the run unwinds as when its
+    client leaves (aborted, its partial turn kept), not as a failure of the run; ``execute``
+    then raises the door's own error.  A BaseException, so that no step takes it for its own."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _Out:
     """Where a run's events go: the bus's observers always, the door that started the run
     (``emit``) when it streams."""
@@ -215,7 +225,10 @@ class _Out:
     async def __call__(self, event: RunEvent) -> None:
         self._bus.publish(self._run_id, self._key, event)
         if self._emit is not None:
-            await self._emit(event)
+            try:
+                await self._emit(event)
+            except Exception as exc:
+                raise _DoorFailed(exc) from exc
 
 
 async def _relay(
@@ -387,6 +400,8 @@ class AgentRunner:
             if emit is not None:
                 await emit(result)
             return result
+        except _DoorFailed as failed:
+            raise failed.error from None
         finally:
             self._runs.pop(params.run_id, None)
 
