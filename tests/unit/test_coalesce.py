@@ -8,8 +8,9 @@ import socket
 from typing import Any
 
 import pytest
+import uvicorn
 
-from openclaw.gateway.coalesce import CoalescingTransport
+from openclaw.gateway.coalesce import HOLD_LIMIT, CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):
@@ -102,14 +103,24 @@ async def test_a_connection_closed_under_it_drops_the_held_bytes() -> None:
     assert real.writes == []
 
 
+async def test_past_the_hold_limit_bytes_go_on_at_once() -> None:
+    """Flow control sees every byte: a sender writing much within one step is not held (the
+    real transport's buffer then pauses it as it would have)."""
+    real = RecordingTransport()
+    t = CoalescingTransport(real, asyncio.get_running_loop())
+    t.write(b"h" * 100)
+    t.write(b"b" * HOLD_LIMIT)
+    assert real.writes == [b"h" * 100 + b"b" * HOLD_LIMIT]
+    assert t.get_write_buffer_size() == 7
+    t.write(b"tail")
+    await next_step()
+    assert real.writes[1:] == [b"tail"]
+
+
 @pytest.mark.parametrize("body_size", [0, 10, 300_000])
 async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
     """A uvicorn server on the coalescing protocol: status, headers and body arrive whole, on
     a keep-alive connection, for a small, an empty and a large body."""
-    import uvicorn
-
-    from openclaw.gateway.coalesce import CoalescingHttpToolsProtocol
-
     body = b"y" * body_size
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -142,6 +153,42 @@ async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
             assert f"content-length: {body_size}".encode() in head
             assert await reader.readexactly(body_size) == body
         writer.close()
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_client_that_half_closes_after_its_request_gets_the_reply() -> None:
+    """``nc -N`` and some health checkers shut their side down after the request: asyncio closes
+    the connection once the end of input is handled, and the reply written in that same step
+    must already be on its way."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+            await asyncio.sleep(0.01)
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write_eof()
+            reply = await reader.read()
+            writer.close()
+            assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
     finally:
         server.should_exit = True
         await task

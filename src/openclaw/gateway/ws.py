@@ -37,6 +37,10 @@ CLOSE_POLICY = 1008  # policy violation: no connect frame, a cross-origin page
 _GONE = (WebSocketDisconnect, WebSocketDisconnected)
 
 
+# How uvicorn refuses a send on a connection it has closed itself (after a ping timeout).
+CLOSED_BY_SERVER = "after sending 'websocket.close'"
+
+
 class Connection:
     """One authenticated WebSocket client; methods send through it."""
 
@@ -56,6 +60,12 @@ class Connection:
             except OSError as exc:
                 # The server's transport failing under a send: the client is gone (not an
                 # error of the method that was sending).
+                raise WebSocketDisconnected("the client has gone") from exc
+            except RuntimeError as exc:
+                # uvicorn closed the connection itself (the client missed its pings) and says
+                # so with a RuntimeError for any later send: the client is gone as well.
+                if CLOSED_BY_SERVER not in str(exc):
+                    raise
                 raise WebSocketDisconnected("the client has gone") from exc
 
     async def event(self, event: str, payload: Any) -> None:
