@@ -9,6 +9,9 @@ its own process (``processes.py`` starts them):
                 streaming (chunked SSE) or not;
 * ``hop``       a bare aiohttp pass-through on uvloop (``hop_server.py``): reads the body, POSTs
                 it to the upstream with one pooled ``aiohttp.ClientSession``, returns the reply;
+* ``asgi-hop``  the same pass-through as a bare ASGI app on the gateway's own server stack
+                (``asgi_hop_server.py``: uvicorn, httptools, uvloop, aiohttp): what that stack
+                costs by itself;
 * gateways      ``openclaw gateway run`` with a temp config and state dir, tools off
                 (``tools.profile: "minimal"``: no tool schemas sent upstream, as the hop
                 sends none) unless said otherwise:
@@ -61,7 +64,15 @@ from clients import Target
 from common import CONNECTIONS, HERE, HISTORY_MESSAGES, ROOT, UPSTREAM_MODEL, USER_POOL
 from measure import FULL, QUICK, Settings, ratio, sequential, summary_ms, throughput
 from prefill import count_sessions, prefill, prefill_with
-from processes import Proc, checkout, processes, spawn_gateway, spawn_hop, spawn_upstream
+from processes import (
+    Proc,
+    checkout,
+    processes,
+    spawn_asgi_hop,
+    spawn_gateway,
+    spawn_hop,
+    spawn_upstream,
+)
 from report import report
 
 RESULTS = HERE / "results" / "latest.json"
@@ -130,6 +141,12 @@ def judge(
         "tools_profile_added_p50_ms": round(p50["gw-tools"] - p50["gw"], 4),
         "tools_profile_throughput_ratio": ratio(rps["gw-tools"], rps["gw"]),
         "gw_tools_throughput_vs_hop": ratio(rps["gw-tools"], rps["hop"]),
+        "asgi_hop_throughput_vs_hop": ratio(rps["asgi-hop"], rps["hop"]),
+        "asgi_hop_added_p50_ms": round(p50["asgi-hop"] - p50["hop"], 4),
+        "gw_cpu_per_req_over_asgi_hop": ratio(
+            tput["gw"].get("server_cpu_us_per_req", 0),
+            tput["asgi-hop"].get("server_cpu_us_per_req", 0),
+        ),
         "info_logs_added_p50_ms": round(p50["gw-info"] - p50["gw"], 4),
         "info_logs_throughput_ratio": ratio(rps["gw-info"], rps["gw"]),
         "stateful_added_p50_ms": round(p50["gw-user-1k"] - p50["gw"], 4),
@@ -159,6 +176,8 @@ def start_servers(procs: list[Proc], tmp: Path, base_src: Path | None) -> list[T
     procs.append(up)
     hop = spawn_hop(up.port)
     procs.append(hop)
+    asgi_hop = spawn_asgi_hop(up.port)
+    procs.append(asgi_hop)
     gws: dict[str, Proc] = {}
     for name, level, config in (
         ("gw", "warning", MINIMAL),
@@ -178,6 +197,7 @@ def start_servers(procs: list[Proc], tmp: Path, base_src: Path | None) -> list[T
     every = [
         Target("direct", up.port, UPSTREAM_MODEL, proc=up),
         Target("hop", hop.port, UPSTREAM_MODEL, proc=hop),
+        Target("asgi-hop", asgi_hop.port, UPSTREAM_MODEL, proc=asgi_hop),
         Target("gw", gws["gw"].port, "openclaw", proc=gws["gw"]),
         Target("gw-tools", gws["gw-tools"].port, "openclaw", proc=gws["gw-tools"]),
         Target("gw-info", gws["gw-info"].port, "openclaw", proc=gws["gw-info"]),

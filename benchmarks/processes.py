@@ -131,6 +131,13 @@ def spawn_hop(upstream_port: int) -> Proc:
     return spawn_ready("hop", HERE / "hop_server.py", ["--upstream-port", str(upstream_port)])
 
 
+def spawn_asgi_hop(upstream_port: int) -> Proc:
+    """The same pass-through as a bare ASGI app on uvicorn (``asgi_hop_server.py``)."""
+    return spawn_ready(
+        "asgi-hop", HERE / "asgi_hop_server.py", ["--upstream-port", str(upstream_port)]
+    )
+
+
 def gateway_config(upstream_port: int, port: int) -> dict[str, Any]:
     """The gateways' ``openclaw.json``: token auth, chat completions on, one provider (the
     upstream) and the agents' history budget."""

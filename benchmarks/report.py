@@ -96,6 +96,11 @@ def _derived(dv: dict[str, Any]) -> None:
         f"{dv['gw_cpu_per_req_over_hop']:.2f}x the hop's"
     )
     print(
+        f"  the server stack alone (asgi-hop): throughput x{dv['asgi_hop_throughput_vs_hop']:.2f}"
+        f" of the hop, {dv['asgi_hop_added_p50_ms']:+.3f} ms p50; gateway CPU/request "
+        f"{dv['gw_cpu_per_req_over_asgi_hop']:.2f}x its"
+    )
+    print(
         f"  default tools profile (gw-tools) vs tools off: "
         f"+{dv['tools_profile_added_p50_ms']:.3f} ms p50, throughput "
         f"x{dv['tools_profile_throughput_ratio']:.2f} ({dv['gw_tools_throughput_vs_hop']:.2f} "
