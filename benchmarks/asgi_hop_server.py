@@ -68,6 +68,8 @@ def serve(upstream_port: int) -> None:
         log_level="warning",
         access_log=False,
         backlog=1024,
+        # The benchmark's sequential client keeps one connection per target across rounds.
+        timeout_keep_alive=3600,
     )
     uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
 
