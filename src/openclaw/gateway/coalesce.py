@@ -97,6 +97,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._coalescing = CoalescingTransport(cast(asyncio.Transport, transport), self.loop)
         super().connection_made(self._coalescing)  # type: ignore[arg-type]
 
+    def on_response_complete(self) -> None:
+        # The reply is whole: it leaves now (head and body still in one write), not at the end
+        # of the loop step.
+        self._coalescing.flush()
+        super().on_response_complete()
+
     def eof_received(self) -> None:
         # The client half-closed after its request: asyncio closes the real transport when this
         # returns, so what the app wrote in this step goes out first (a reply written in the
