@@ -2,7 +2,10 @@
 
 A turn handed to ``GroupCommit.add`` is written at once when no write is in flight; turns that
 arrive while one is form the next write together.  So when idle a run waits for one commit, and
-under load one thread hop and one transaction carry many turns; nobody waits on a timer.
+under load one thread hop and one transaction carry many turns; nobody waits on a timer.  A
+turn that finds the store idle starts its write in the same step (deferring it by one
+``call_soon`` cost an idle commit about 12 us, measured); the write after one that ends starts a
+step later (``call_soon``), so that the turns finishing in that step join it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class GroupCommit:
         """Queue ``turn``; the future is done once it is committed (or failed)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((turn, done))
-        self._schedule()
+        self._schedule(now=True)
         return done
 
     async def drain(self) -> None:
@@ -52,20 +55,33 @@ class GroupCommit:
             else:
                 await asyncio.sleep(0)  # a write is about to start (call_soon)
 
-    def _schedule(self) -> None:
-        """Start a write at once unless one is in flight (it starts the next when it ends).
-        ``call_soon`` lets turns queued in the same loop iteration share the first one."""
+    def _schedule(self, *, now: bool = False) -> None:
+        """Start a write unless one is in flight (it starts the next when it ends): ``now``, or
+        at the next step of the loop."""
         if self._flushing or not self._waiting:
             return
         self._flushing = True
-        asyncio.get_running_loop().call_soon(self._flush)
+        if now:
+            self._flush()
+        else:
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         batch = self._take_batch()
         if not batch:
             self._flushing = False
             return
-        work = self._start([turn for turn, _ in batch])
+        try:
+            work = self._start([turn for turn, _ in batch])
+        except Exception as exc:
+            # Refused before it started (the store is closing): these turns fail, the next
+            # ones are tried on their own.
+            for (_, done), err in zip(batch, store_errors(exc, len(batch)), strict=True):
+                if err is not None and not done.done():
+                    done.set_exception(err)
+            self._flushing = False
+            self._schedule()
+            return
         self._in_flight = work
 
         def finished(fut: asyncio.Future[list[BaseException | None]]) -> None:
