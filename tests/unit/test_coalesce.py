@@ -4,7 +4,9 @@ nothing held is lost or sent after the connection is closed or aborted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -117,15 +119,15 @@ async def test_past_the_hold_limit_bytes_go_on_at_once() -> None:
     assert real.writes[1:] == [b"tail"]
 
 
-@pytest.mark.parametrize("body_size", [0, 10, 300_000])
-async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
-    """A uvicorn server on the coalescing protocol: status, headers and body arrive whole, on
-    a keep-alive connection, for a small, an empty and a large body."""
-    body = b"y" * body_size
+@contextlib.asynccontextmanager
+async def serving(body: bytes) -> AsyncIterator[int]:
+    """A uvicorn server on the coalescing protocol answering every request with ``body``; its
+    port."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        await receive()
         await send(
             {
                 "type": "http.response.start",
@@ -137,7 +139,6 @@ async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_config=None)
     )
@@ -145,6 +146,18 @@ async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
     try:
         while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
             await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.mark.parametrize("body_size", [0, 10, 300_000])
+async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
+    """Status, headers and body arrive whole, on a keep-alive connection, for a small, an empty
+    and a large body."""
+    body = b"y" * body_size
+    async with serving(body) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for _ in range(2):
             writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -153,35 +166,13 @@ async def test_a_real_server_answers_whole_through_it(body_size: int) -> None:
             assert f"content-length: {body_size}".encode() in head
             assert await reader.readexactly(body_size) == body
         writer.close()
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_client_that_half_closes_after_its_request_gets_the_reply() -> None:
     """``nc -N`` and some health checkers shut their side down after the request: asyncio closes
     the connection once the end of input is handled, and the reply written in that same step
     must already be on its way."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await receive()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-        )
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_config=None)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
-            await asyncio.sleep(0.01)
+    async with serving(b"ok") as port:
         for _ in range(10):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -189,6 +180,3 @@ async def test_a_client_that_half_closes_after_its_request_gets_the_reply() -> N
             reply = await reader.read()
             writer.close()
             assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
-    finally:
-        server.should_exit = True
-        await task

@@ -49,7 +49,7 @@ class CoalescingTransport:
         if self._held is None:
             self._held = [bytes(data)]
             self._held_size = len(data)
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)  # the end of the step
         else:
             self._held.append(bytes(data))
             self._held_size += len(data)
@@ -66,8 +66,6 @@ class CoalescingTransport:
         self._held_size = 0
         if held and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    _flush = flush  # the end of the step
 
     def get_write_buffer_size(self) -> int:
         return self._held_size + self._transport.get_write_buffer_size()
@@ -91,7 +89,7 @@ class CoalescingTransport:
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` writing through a ``CoalescingTransport`` (a WebSocket upgrade
-    hands the same transport on to the WebSocket protocol)."""
+    hands the real transport on to the WebSocket protocol)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._coalescing = CoalescingTransport(cast(asyncio.Transport, transport), self.loop)
