@@ -108,10 +108,9 @@ def test_failed_auth_attempts_count_over_all_workers(upstream: FakeUpstream, spa
 
     statuses = asyncio.run(main())
     assert served_by(gw) == {"0", "1"}
-    # Two limiters of their own would allow 12 failures; counted together, the limit and at
-    # most one more per worker (its attempt racing the lockout another worker recorded).
-    assert statuses.count(401) <= 6 + 2, statuses
-    assert statuses[-1] == 429
+    # Two limiters of their own would allow 12 failures; counted together (and each failure
+    # counted before it is answered), exactly the limit, then only lockouts.
+    assert statuses == [401] * 6 + [429] * 24, statuses
 
 
 def test_a_killed_worker_is_started_again_while_the_other_serves(

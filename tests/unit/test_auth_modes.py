@@ -19,8 +19,8 @@ def proxy(**trusted: Any) -> Authenticator:
 
 @pytest.mark.parametrize("networks", [["10.0.0.0/8"], ["::ffff:10.0.0.0/104"]])
 @pytest.mark.parametrize("addr", ["10.1.2.3", "::ffff:10.1.2.3"])
-def test_a_proxy_in_either_ip_version(networks: list[str], addr: str) -> None:
-    assert proxy(addresses=networks).check_secret(None, addr, "alice") == "user:alice"
+async def test_a_proxy_in_either_ip_version(networks: list[str], addr: str) -> None:
+    assert await proxy(addresses=networks).check_secret(None, addr, "alice") == "user:alice"
 
 
 @pytest.mark.parametrize(
@@ -33,25 +33,25 @@ def test_a_proxy_in_either_ip_version(networks: list[str], addr: str) -> None:
         ("not-an-ip", "alice"),
     ],
 )
-def test_anything_else_is_401(addr: str | None, user: str | None) -> None:
+async def test_anything_else_is_401(addr: str | None, user: str | None) -> None:
     with pytest.raises(AuthenticationError):
-        proxy(addresses=["10.0.0.0/8"]).check_secret(None, addr, user)
+        await proxy(addresses=["10.0.0.0/8"]).check_secret(None, addr, user)
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
-def test_a_loopback_proxy_only_when_allowed(addr: str) -> None:
+async def test_a_loopback_proxy_only_when_allowed(addr: str) -> None:
     networks = ["127.0.0.0/8", "::1/128"]
     with pytest.raises(AuthenticationError):
-        proxy(addresses=networks).check_secret(None, addr, "alice")
+        await proxy(addresses=networks).check_secret(None, addr, "alice")
     allowed = proxy(addresses=networks, allowLoopback=True)
-    assert allowed.check_secret(None, addr, "alice") == "user:alice"
+    assert await allowed.check_secret(None, addr, "alice") == "user:alice"
 
 
-def test_none_and_token_identities() -> None:
+async def test_none_and_token_identities() -> None:
     none = Authenticator(ResolvedSecret("none", "", "none"), AuthConfig(mode="none"))
-    assert none.check_secret(None, "203.0.113.9") == ANONYMOUS
+    assert await none.check_secret(None, "203.0.113.9") == ANONYMOUS
     token = Authenticator(ResolvedSecret("token", "s3cret-token", "config"), AuthConfig())
-    identity = token.check_header("Bearer s3cret-token", "127.0.0.1")
+    identity = await token.check_header("Bearer s3cret-token", "127.0.0.1")
     assert identity.startswith("key:") and "s3cret" not in identity
     with pytest.raises(AuthenticationError):
-        token.check_header("Bearer wrong", "127.0.0.1")
+        await token.check_header("Bearer wrong", "127.0.0.1")

@@ -1,12 +1,16 @@
-"""The per-address limit on failed authentication, on an injected clock."""
+"""The per-address limit on failed authentication, on an injected clock; and counted over\nworkers sharing a state dir."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import pytest
 
 from openclaw.config.schema import RateLimitConfig
 from openclaw.errors import RateLimitError
 from openclaw.gateway.auth import FailureLimiter
+from openclaw.gateway.shared_failures import SharedFailures
 
 
 class Clock:
@@ -86,3 +90,39 @@ def test_a_zero_lockout_still_waits_for_the_window() -> None:
         lim.check("10.0.0.1")
     clock.now += 40  # the first failure leaves the window
     lim.check("10.0.0.1")
+
+
+async def test_workers_on_one_state_dir_allow_the_limit_in_all(tmp_path: Path) -> None:
+    """Two workers' limiters over one shared count: whatever worker each attempt reaches, and
+    however many are in flight at once, the limit's attempts fail (401) and the rest are
+    refused as locked out (429)."""
+    cfg = RateLimitConfig.model_validate(
+        {"maxAttempts": 3, "windowMs": 60_000, "lockoutMs": 60_000, "exemptLoopback": False}
+    )
+    workers = [FailureLimiter(cfg) for _ in range(2)]
+    shared = [SharedFailures(tmp_path, cfg, lim.lock) for lim in workers]
+    for lim, count in zip(workers, shared, strict=True):
+        lim.shared = count
+        await count.start()
+    try:
+
+        async def attempt(i: int) -> str:
+            lim = workers[i % 2]
+            try:
+                lim.check("10.0.0.1")
+                await lim.failed("10.0.0.1")
+            except RateLimitError:
+                return "429"
+            return "401"
+
+        outcomes = await asyncio.gather(*(attempt(i) for i in range(12)))
+        assert outcomes.count("401") == 3, outcomes
+        # Both workers now refuse the address by themselves; another is not affected.
+        for lim in workers:
+            with pytest.raises(RateLimitError):
+                lim.check("10.0.0.1")
+        await workers[1].failed("10.0.0.2")
+        workers[0].check("10.0.0.2")
+    finally:
+        for count in shared:
+            await count.close()

@@ -22,13 +22,18 @@ from openclaw.paths import make_private_dir
 
 class SharedCount(Protocol):
     """Failures counted beyond this process (workers on one state dir, or replicas on one
-    database), in the background."""
+    database)."""
 
-    def record(self, addr: str) -> None: ...
+    async def record(self, addr: str) -> float | None:
+        """Count a failure of ``addr`` over all processes (and apply a lockout it causes).
+        When another process had already locked ``addr`` out, this attempt is not counted: the
+        wall-clock time that lockout ends."""
+        ...
 
     def forget(self, addr: str) -> None: ...
 
 
+LOCKED_OUT = "Too many failed authentication attempts; try again later."
 ENV_VARS = {"token": "OPENCLAW_GATEWAY_TOKEN", "password": "OPENCLAW_GATEWAY_PASSWORD"}
 _PRUNE_AT = 10_000
 
@@ -157,10 +162,7 @@ class FailureLimiter:
             return
         now = self._clock()
         if entry.locked_until > now:
-            raise RateLimitError(
-                "Too many failed authentication attempts; try again later.",
-                retry_after=entry.locked_until - now,
-            )
+            raise RateLimitError(LOCKED_OUT, retry_after=entry.locked_until - now)
 
     def failure(self, addr: str | None) -> None:
         if self._exempt(addr):
@@ -180,8 +182,19 @@ class FailureLimiter:
             # A zero lockout still blocks until the oldest failure leaves the window.
             entry.locked_until = now + max(self._lockout, self._window - (now - times[0]))
             times.clear()
-        if self.shared is not None:
-            self.shared.record(key)
+
+    async def failed(self, addr: str | None) -> None:
+        """Count a failed attempt of ``addr``: here, and over all processes when they share
+        the count.  The shared count is awaited before the attempt is answered, so that the
+        next attempt sees it whichever process it reaches (counted in the background, a quick
+        client got past the limit by the attempts in flight).  Raise ``RateLimitError`` when
+        another process had locked ``addr`` out already."""
+        self.failure(addr)
+        if self.shared is None or self._exempt(addr):
+            return
+        until = await self.shared.record(addr or "")
+        if until is not None:
+            raise RateLimitError(LOCKED_OUT, retry_after=max(until - time.time(), 0.0))
 
     def success(self, addr: str | None) -> None:
         if self._by_addr and self._by_addr.pop(addr or "", None) is not None and self.shared:
@@ -225,7 +238,9 @@ class Authenticator:
         self._proxies = tuple(ipaddress.ip_network(a, strict=False) for a in proxy.addresses)
         self._proxy_loopback = proxy.allow_loopback
 
-    def check_secret(self, presented: str | None, addr: str | None, user: str | None = None) -> str:
+    async def check_secret(
+        self, presented: str | None, addr: str | None, user: str | None = None
+    ) -> str:
         """The caller's identity; raise ``RateLimitError`` or ``AuthenticationError``.
         ``user``: the trusted proxy's user header, in that mode."""
         if self.mode == "none":
@@ -236,10 +251,10 @@ class Authenticator:
         if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
             self.limiter.success(addr)
             return self.identity
-        self.limiter.failure(addr)
+        await self.limiter.failed(addr)
         raise AuthenticationError()
 
-    def check_header(
+    async def check_header(
         self, authorization: str | None, addr: str | None, user: str | None = None
     ) -> str:
         presented = None
@@ -247,7 +262,7 @@ class Authenticator:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 presented = value.strip()
-        return self.check_secret(presented, addr, user)
+        return await self.check_secret(presented, addr, user)
 
     def _proxied(self, addr: str | None, user: str | None) -> str:
         """A request from a trusted proxy carrying a user; anything else is 401."""

@@ -2,10 +2,11 @@
 the attempts.
 
 Each worker keeps its own ``FailureLimiter`` (the check on every request stays in memory) and
-also records every failure in ``<state>/auth-failures.sqlite``, on a thread of its own: the
-count there is over all workers, and an address over the limit is locked out in the shared
-table too. Workers pick up each other's lockouts within ``REFRESH_SECONDS`` (and at once when
-the address fails on them). Times are wall-clock seconds: monotonic clocks differ per process.
+also records every failure in ``<state>/auth-failures.sqlite``, on a thread of its own, before
+the failed attempt is answered: the count there is over all workers, and an address over the
+limit is locked out in the shared table too. Workers pick up each other's lockouts within
+``REFRESH_SECONDS``, and at once when the address fails on them (that attempt gets the 429).
+Times are wall-clock seconds: monotonic clocks differ per process.
 """
 
 from __future__ import annotations
@@ -60,25 +61,22 @@ class SharedFailures:
         await self._io.submit(self._close)
         self._io.stop()
 
-    def record(self, addr: str) -> None:
-        """Count a failure of ``addr`` over all workers (in the background)."""
-        done = self._io.submit(lambda: self._record(addr, time.time()))
-        done.add_done_callback(self._recorded)
+    async def record(self, addr: str) -> float | None:
+        """Count a failure of ``addr`` over all workers; when another worker had locked it out
+        already, the wall-clock time that lockout ends (this attempt is not counted)."""
+        try:
+            job = self._io.submit(lambda: self._record(addr, time.time()))
+            prior, until = await asyncio.shield(job)  # a client that leaves does not skip it
+        except Exception as exc:  # the local limit still holds; the shared count is best effort
+            log.warning("could not count a failed attempt across workers", exc_info=exc)
+            return None
+        if until is not None:
+            self._apply(addr, until)
+        return until if prior else None
 
     def forget(self, addr: str) -> None:
         """``addr`` authenticated: its failures no longer count."""
         self._io.submit(lambda: self._forget(addr))
-
-    def _recorded(self, done: asyncio.Future[tuple[str, float] | None]) -> None:
-        if done.cancelled():
-            return
-        exc = done.exception()
-        if exc is not None:
-            log.warning("could not count a failed attempt across workers", exc_info=exc)
-            return
-        locked = done.result()
-        if locked is not None:
-            self._apply(*locked)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -106,24 +104,25 @@ class SharedFailures:
             self._db.close()
             self._db = None
 
-    def _record(self, addr: str, now: float) -> tuple[str, float] | None:
+    def _record(self, addr: str, now: float) -> tuple[bool, float | None]:
+        """(locked out before this attempt, locked out until)."""
         db = self._db
         if db is None:
-            return None
+            return False, None
         with db:
             db.execute("BEGIN IMMEDIATE")
             locked = db.execute(
                 "SELECT until FROM lockouts WHERE addr = ? AND until > ?", (addr, now)
             ).fetchone()
             if locked is not None:  # another worker locked it out: not counted again
-                return addr, float(locked[0])
+                return True, float(locked[0])
             db.execute("DELETE FROM failures WHERE at <= ?", (now - self._window,))
             db.execute("INSERT INTO failures (addr, at) VALUES (?, ?)", (addr, now))
             (count,) = db.execute(
                 "SELECT count(*) FROM failures WHERE addr = ?", (addr,)
             ).fetchone()
             if count < self._max:
-                return None
+                return False, None
             # As the local limiter: a zero lockout still blocks until the oldest failure
             # leaves the window.
             first = "SELECT min(at) FROM failures WHERE addr = ?"
@@ -136,7 +135,7 @@ class SharedFailures:
                 (addr, until),
             )
             db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-        return addr, until
+        return False, until
 
     def _forget(self, addr: str) -> None:
         if self._db is not None:

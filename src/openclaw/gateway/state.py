@@ -49,7 +49,7 @@ def client_addr(conn: HTTPConnection) -> str | None:
     return client[0] if client else None
 
 
-def require_auth(conn: HTTPConnection) -> str:
+async def require_auth(conn: HTTPConnection) -> str:
     """Check the bearer secret of an HTTP request (401/429 wire errors); the caller's
     identity."""
     gw: GatewayState = conn.app.state.gateway
@@ -57,7 +57,7 @@ def require_auth(conn: HTTPConnection) -> str:
     if auth.mode == "none" and (refused := browser_refusal(conn, gw)) is not None:
         raise PermissionDeniedError(refused)
     user = conn.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
-    return auth.check_header(conn.headers.get("authorization"), client_addr(conn), user)
+    return await auth.check_header(conn.headers.get("authorization"), client_addr(conn), user)
 
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")

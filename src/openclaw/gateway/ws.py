@@ -139,7 +139,8 @@ async def _handshake(ws: WebSocket, gw: GatewayState) -> tuple[str | None, Any]:
             raise InvalidRequestError("The first frame must be a `connect` request.")
         auth = gw.auth
         user = ws.headers.get(auth.user_header) if auth.mode == "trusted-proxy" else None
-        identity = auth.check_secret(_presented_secret(ws, frame["params"]), client_addr(ws), user)
+        presented = _presented_secret(ws, frame["params"])
+        identity = await auth.check_secret(presented, client_addr(ws), user)
     except OpenClawError as exc:
         await ws.send_text(orjson.dumps(wire.ws_reply(_frame_id(text), exc)).decode())
         await ws.close(*exc.ws_close())

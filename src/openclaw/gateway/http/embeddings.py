@@ -92,7 +92,7 @@ class EmbeddingsEndpoint:
         self.body_timeout = http.body_timeout_ms / 1000
 
     async def handle(self, request: Request) -> Response:
-        require_auth(request)
+        await require_auth(request)
         body = await read_body(request, limit=self.cfg.max_body_bytes, timeout=self.body_timeout)
         req = _parse(body)
         if req.model_extra:

@@ -62,11 +62,11 @@ class ModelsEndpoint:
         self._list_body = JSONResponse({"object": "list", "data": list(self._models.values())}).body
 
     async def list(self, request: Request) -> Response:
-        require_auth(request)
+        await require_auth(request)
         return Response(self._list_body, media_type="application/json")
 
     async def retrieve(self, request: Request) -> Response:
-        require_auth(request)
+        await require_auth(request)
         # The path parameter arrives URL-decoded ("openclaw%2Fbeta" is "openclaw/beta").
         model_id = request.path_params["model_id"]
         if not model_id or len(model_id) > MAX_ID_LENGTH or not is_valid_key(model_id):

@@ -172,7 +172,7 @@ class ResponsesEndpoint:
     # --- stored responses ---------------------------------------------------------------------
 
     async def _stored(self, request: Request) -> StoredResponse:
-        caller = require_auth(request)
+        caller = await require_auth(request)
         rid = request.path_params["response_id"]
         stored = await self.gw.runtime.store.get_response(rid)
         if stored is None or stored.owner != caller:

@@ -54,7 +54,7 @@ async def read_request(
     """The caller's identity and the parsed body: auth first (a stranger's body is never read),
     then the body within its limits; fields the model ignores are logged at debug (SDK versions
     add fields; refusing them broke clients)."""
-    caller = require_auth(request)
+    caller = await require_auth(request)
     req = parse(await read_body(request, limit=limit, timeout=timeout))
     extra = getattr(req, "model_extra", None)
     if extra:

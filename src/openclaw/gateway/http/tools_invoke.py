@@ -42,7 +42,7 @@ class ToolsInvokeEndpoint:
         self.body_timeout = gw.config.gateway.http.body_timeout_ms / 1000
 
     async def handle(self, request: Request) -> Response:
-        caller = require_auth(request)
+        caller = await require_auth(request)
         raw = await read_body(
             request, limit=d.TOOLS_INVOKE_MAX_BODY_BYTES, timeout=self.body_timeout
         )

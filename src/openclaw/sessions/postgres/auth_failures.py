@@ -3,9 +3,10 @@ as ``gateway.shared_failures`` (workers on one machine, SQLite) with the tables 
 PostgreSQL store, so N replicas do not allow N times the attempts.
 
 Each replica keeps its in-memory ``FailureLimiter`` (every request's check stays local); each
-failure is also counted in ``oc_auth_failures`` (in the background), an address over the limit
-is locked out in ``oc_auth_lockouts``, and replicas pick up each other's lockouts within
-``REFRESH_SECONDS`` (at once when the address fails on them too).
+failure is also counted in ``oc_auth_failures`` before the attempt is answered, an address over
+the limit is locked out in ``oc_auth_lockouts``, and replicas pick up each other's lockouts
+within ``REFRESH_SECONDS`` (at once when the address fails on them too: that attempt gets the
+429).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -25,6 +26,7 @@ log = get_logger("auth")
 
 REFRESH_SECONDS = 0.5
 Apply = Callable[[str, float], None]
+T = TypeVar("T")
 
 
 class PostgresFailures:
@@ -76,22 +78,25 @@ class PostgresFailures:
         if pool is not None:
             await pool.close()
 
-    def record(self, addr: str) -> None:
-        """Count a failure of ``addr`` over all replicas (in the background)."""
-        self._spawn(self._record(addr, time.time()))
+    async def record(self, addr: str) -> float | None:
+        """Count a failure of ``addr`` over all replicas; when another replica had locked it out
+        already, the wall-clock time that lockout ends (this attempt is not counted).  A client
+        that leaves does not cancel the count."""
+        return await asyncio.shield(self._spawn(self._record(addr, time.time())))
 
     def forget(self, addr: str) -> None:
         """``addr`` authenticated: its failures no longer count (on any replica)."""
         self._spawn(self._forget(addr))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _record(self, addr: str, now: float) -> None:
+    async def _record(self, addr: str, now: float) -> float | None:
         if self._pool is None:
-            return
+            return None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 # One address's failures are counted one replica at a time.
@@ -101,7 +106,7 @@ class PostgresFailures:
                 )
                 if locked is not None:  # another replica locked it out: not counted again
                     self._apply(addr, float(locked))
-                    return
+                    return float(locked)
                 # Every address's expired failures go (addresses seen once would stay for ever).
                 await conn.execute(
                     "DELETE FROM oc_auth_failures WHERE at <= $1", now - self._window
@@ -113,7 +118,7 @@ class PostgresFailures:
                     "SELECT count(*), min(at) FROM oc_auth_failures WHERE addr = $1", addr
                 )
                 if count < self._max:
-                    return
+                    return None
                 # As the local limiter: a zero lockout still blocks until the oldest failure
                 # leaves the window.
                 until = now + max(self._lockout, self._window - (now - float(oldest)), 0.001)
@@ -129,6 +134,7 @@ class PostgresFailures:
             self._apply(addr, until)
         except Exception as exc:  # the local limit still holds; the shared count is best effort
             log.warning("could not count a failed attempt across replicas", exc_info=exc)
+        return None
 
     async def _forget(self, addr: str) -> None:
         if self._pool is None:
