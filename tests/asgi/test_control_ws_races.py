@@ -48,7 +48,7 @@ async def test_delete_while_another_worker_runs_the_session(tmp_path: Path) -> N
             before = await a.runtime.store.get(key)
             assert before is not None and before.turns == 1
 
-            up.script(slow_stream(chunks=30, delay=0.03))
+            up.script(slow_stream(chunks=100, delay=0.03))
 
             async def consume() -> None:
                 params = RunParams(message=ChatMessage(role="user", content="two"), target=target)
@@ -57,7 +57,8 @@ async def test_delete_while_another_worker_runs_the_session(tmp_path: Path) -> N
                         pass
 
             run = asyncio.create_task(consume())
-            await asyncio.sleep(0.3)  # B is streaming its answer
+            # B's call is at the model: it holds the session's lease until its 3 s stream ends.
+            assert await asyncio.to_thread(up.wait_for_requests, 2, 30)
             assert not run.done()
             try:
                 await ws_methods.sessions_delete(_conn(a), {"sessionKey": key})

@@ -112,7 +112,7 @@ def transcripts(state_dir: Path, agent: str = "main") -> list[list[dict[str, Any
     return out
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

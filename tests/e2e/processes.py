@@ -74,11 +74,16 @@ class GatewayProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code, once the process ended and its last log lines were read."""
+        code = self.proc.wait(timeout)
+        self._pump.join(10)
+        return code
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._pump.join(5)
+        code = self.wait()
         self.close()
         return code
 

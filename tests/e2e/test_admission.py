@@ -26,7 +26,8 @@ def test_a_busy_session_does_not_hold_run_slots(gateway_factory, upstream) -> No
     cfg = chat_config(upstream)
     cfg["agents"]["defaults"]["maxConcurrent"] = 2
     gw = gateway_factory(cfg)
-    upstream.default = Answer(first_token_delay=1.0)
+    # Bob has one model delay of slack over alice's second run: generous for a loaded machine.
+    upstream.default = Answer(first_token_delay=2.5)
     import threading
 
     finished: list[str] = []
@@ -56,7 +57,8 @@ def test_gateway_busy_is_503_with_retry_after(gateway_factory, upstream) -> None
     cfg["agents"]["defaults"]["maxConcurrent"] = 1
     cfg["agents"]["defaults"]["maxQueued"] = 0
     gw = gateway_factory(cfg)
-    upstream.script(Answer(first_token_delay=1.0))
+    # The slow run must still hold the one slot when the second request arrives.
+    upstream.script(Answer(first_token_delay=5.0))
     slow = threading.Thread(
         target=post,
         args=(gw, {"model": "openclaw", "messages": [{"role": "user", "content": "slow"}]}),
@@ -64,7 +66,7 @@ def test_gateway_busy_is_503_with_retry_after(gateway_factory, upstream) -> None
     slow.start()
     assert upstream.wait_for_requests(1, timeout=10)
     reply = post(gw, {"model": "openclaw", "messages": [{"role": "user", "content": "x"}]})
-    slow.join(10)
+    slow.join(30)
     assert reply.status == 503
     assert reply.headers["Retry-After"] == "1"
     assert reply.json()["error"]["code"] == "gateway_busy"

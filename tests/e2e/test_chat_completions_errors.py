@@ -299,7 +299,7 @@ def test_keepalive_comment_while_the_model_is_silent(gateway_factory, upstream) 
 
 
 def test_first_byte_leaves_before_the_model_finishes(chat_gateway, upstream) -> None:
-    upstream.script(Answer(text="w " * 20, chunk_delay=0.1))
+    upstream.script(Answer(text="w " * 20, chunk_delay=0.5))  # 10 s: the check comes first
     with socket.create_connection(("127.0.0.1", chat_gateway.port), timeout=10) as sock:
         body = orjson.dumps({"model": "openclaw", "messages": USER, "stream": True, "user": "f"})
         sock.sendall(

@@ -191,12 +191,12 @@ class FakeUpstream:
             self._disconnects.clear()
             self._script.clear()
 
-    def wait_for_disconnect(self, timeout: float = 1.0, count: int = 1) -> bool:
+    def wait_for_disconnect(self, timeout: float = 10.0, count: int = 1) -> bool:
         """Block until ``count`` disconnects were recorded; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._disconnects) >= count, timeout)
 
-    def wait_for_requests(self, count: int = 1, timeout: float = 1.0) -> bool:
+    def wait_for_requests(self, count: int = 1, timeout: float = 10.0) -> bool:
         """Block until ``count`` requests were received; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._requests) >= count, timeout)
