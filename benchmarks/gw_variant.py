@@ -21,6 +21,7 @@ needs (disconnect detection, persisted turns, the 500 handler).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import sys
@@ -65,7 +66,6 @@ def apply() -> None:
         AgentRunner._commit = _commit  # type: ignore[method-assign]
 
     if "inline-store" in VARIANTS:
-        import asyncio
         import sqlite3
 
         from openclaw.sessions.worker import IoThread
