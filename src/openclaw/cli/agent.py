@@ -4,7 +4,6 @@ in-process (``--local``); both run the same runner on the same session store."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from openclaw import __version__, paths
 from openclaw.agents.events import ToolFinished, ToolStarted, tool_data
-from openclaw.agents.runner import RunParams, RunResult
+from openclaw.agents.runner import RunParams
 from openclaw.cli.common import config_option, fail, load
 from openclaw.config.schema import Config
 from openclaw.errors import ConfigError, OpenClawError
@@ -279,15 +278,15 @@ async def run_local(config: Config, state_dir: Path, turn: Turn, out: Output) ->
         except ValueError:
             raise AgentCommandError(f"invalid session key {turn.session_key!r}") from None
         run = RunParams(message=ChatMessage(role="user", content=turn.message), target=target)
-        async with contextlib.aclosing(runtime.runner.stream(run)) as items:
-            async for item in items:
-                if isinstance(item, TextDelta):
-                    out.delta(item.text)
-                elif isinstance(item, ToolStarted | ToolFinished):
-                    out.tool(tool_data(item))
-                elif isinstance(item, RunResult):
-                    return result_payload(item)
-        raise AgentCommandError("the run ended without a result")
+
+        # The run's events are shown as it emits them (as the gateway's doors do).
+        async def emit(item: object) -> None:
+            if isinstance(item, TextDelta):
+                out.delta(item.text)
+            elif isinstance(item, ToolStarted | ToolFinished):
+                out.tool(tool_data(item))
+
+        return result_payload(await runtime.runner.execute(run, emit))
     except OpenClawError as exc:
         raise AgentCommandError(exc.message) from None
     except ConfigError as exc:
